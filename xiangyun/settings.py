@@ -1,0 +1,112 @@
+"""One frozen, validated settings object, read from ``XIANGYUN_*`` environment variables.
+
+Every component takes a :class:`Settings`; nothing reads the environment elsewhere.
+An ``XIANGYUN_`` variable that names no setting is refused, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PREFIX", "ConfigError", "Settings"]
+
+PREFIX = "XIANGYUN_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a value it cannot take."""
+
+
+_HOSTPORT = re.compile(r"^[\w.\-]+:\d{1,5}$")
+_TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._\-]{1,100}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Configuration of every Xiangyun process (broker, workers, CLI, benchmarks)."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_controller_port: int = 9093
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prometheus_port: int = 9090
+    metrics_port: int = 9108
+    topic_prefix: str = "xy"
+    partitions: int = 4
+    app_id: str = "xiangyun"
+    state_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".stack")
+    schema_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "schemas" / "avro")
+    catalog_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "catalog")
+    kafka_heap: str = "1g"
+    batch_size: int = 2000
+    log_level: str = "WARNING"
+
+    def __post_init__(self) -> None:
+        if not _HOSTPORT.match(self.kafka_bootstrap.split(",")[0]):
+            raise ConfigError(
+                f"XIANGYUN_KAFKA_BOOTSTRAP={self.kafka_bootstrap!r}: expected host:port"
+            )
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"XIANGYUN_REDIS_URL={self.redis_url!r}: expected redis://host:port/db")
+        for name in ("kafka_controller_port", "prometheus_port", "metrics_port"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                raise ConfigError(f"XIANGYUN_{name.upper()}={port}: not a TCP port")
+        if not _TOPIC_PREFIX.match(self.topic_prefix):
+            raise ConfigError(
+                f"XIANGYUN_TOPIC_PREFIX={self.topic_prefix!r}: use letters, digits, '.', '_', '-'"
+            )
+        if not 1 <= self.partitions <= 256:
+            raise ConfigError(f"XIANGYUN_PARTITIONS={self.partitions}: between 1 and 256")
+        if not 1 <= self.batch_size <= 100_000:
+            raise ConfigError(f"XIANGYUN_BATCH_SIZE={self.batch_size}: between 1 and 100000")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(f"XIANGYUN_LOG_LEVEL={self.log_level!r}: DEBUG, INFO, WARNING or ERROR")
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def redis_port(self) -> int:
+        hostport = self.redis_url.split("://", 1)[1].split("/", 1)[0]
+        return int(hostport.rsplit(":", 1)[1]) if ":" in hostport else 6379
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``XIANGYUN_*`` variables; unknown ones raise :class:`ConfigError`."""
+        env = os.environ if environ is None else environ
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in env.items():
+            if not key.startswith(PREFIX):
+                continue
+            name = key[len(PREFIX) :].lower()
+            if name not in fields:
+                known = ", ".join(PREFIX + n.upper() for n in fields)
+                raise ConfigError(f"unknown setting {key}; known settings: {known}")
+            values[name] = _coerce(key, raw, fields[name])
+        values.update(overrides)
+        return cls(**values)
+
+    def describe(self) -> dict[str, str]:
+        """Every setting with its environment variable name, for ``xiangyun config``."""
+        return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _coerce(key: str, raw: str, f: dataclasses.Field[Any]) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "Path":
+            return Path(raw).expanduser().resolve()
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r}: {exc}") from exc
+    return raw
