@@ -1,0 +1,48 @@
+"""Prometheus metrics of the exchange (运行监测): one registry per process, no globals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """Every metric a worker exposes; names are the operators' contract (see alerts.yml)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.records = Counter(
+            "xiangyun_ingest_records", "Collected records by outcome, pool and reason code",
+            ["outcome", "pool", "reason"], registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "xiangyun_ingest_batch_seconds", "Time to check and deliver one batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
+        )
+        self.batch_records = Histogram(
+            "xiangyun_ingest_batch_records", "Records in one batch",
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000), registry=r,
+        )
+        self.lag = Gauge(
+            "xiangyun_ingest_lag_records", "Records in the collect topic not yet committed",
+            ["topic", "partition"], registry=r,
+        )
+        self.catalog_in_force = Gauge(
+            "xiangyun_catalog_resources_in_force", "Catalog resources in force", registry=r,
+        )
+        self.schemas = Gauge(
+            "xiangyun_schema_registry_schemas", "Schemas known to the worker", registry=r,
+        )
+        self.up = Gauge("xiangyun_worker_up", "1 while the worker runs", registry=r)
+
+    def count(self, outcomes: Mapping[tuple[str, str, str], int]) -> None:
+        """Add a batch's tallies at once: one label lookup per distinct outcome, not per record."""
+        for (outcome, pool, reason), n in outcomes.items():
+            self.records.labels(outcome, pool, reason).inc(n)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)

@@ -1,0 +1,184 @@
+"""The ingest decision (采集校验) for one collected record, free of Kafka and Faust.
+
+Every record ends in exactly one :class:`Outcome`: accepted into its resource's pool,
+kept as verification evidence (a non-authoritative source, article 20), or rejected with
+a reason code and its original bytes. No input makes :meth:`Ingestor.process` raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from streams.catalog import PROVINCE, Catalog, Resource
+from streams.codec import CodecError, Schema, SchemaRegistry, encode, read_fingerprint
+from streams.envelope import Envelope, EnvelopeCodec
+from streams.identifiers import city_of, is_region
+from streams.pools import Pool
+from streams.reasons import Reason
+from streams.spec import check_fields, check_subject
+from streams.topics import Topics
+
+__all__ = ["IngestRejection", "Ingestor", "Outcome", "OutcomeKind"]
+
+log = logging.getLogger(__name__)
+
+MAX_RECORD_BYTES = 1_048_576
+
+
+class OutcomeKind(StrEnum):
+    ACCEPTED = "accepted"
+    VERIFICATION = "verification"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: OutcomeKind
+    topic: str
+    key: bytes | None
+    value: bytes
+    pool: Pool | None = None
+    reason: Reason | None = None
+    resource_id: str = ""
+
+
+class IngestRejection(Exception):
+    """Internal: a check failed; carries the reason code."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Ingestor:
+    """Checks records against the envelope schema, the catalog and the collection specs."""
+
+    def __init__(
+        self,
+        codec: EnvelopeCodec,
+        catalog: Callable[[], Catalog],
+        topics: Topics,
+        schema_dir: Path,
+        *,
+        refresh_schemas: Callable[[], bool] | None = None,
+        rejected_schema: Schema | None = None,
+    ) -> None:
+        self.codec = codec
+        self.registry: SchemaRegistry = codec.registry
+        self.catalog = catalog
+        self.topics = topics
+        self.schema_dir = schema_dir
+        self._refresh = refresh_schemas
+        self._rejected_schema = rejected_schema or codec.registry.add(
+            Schema.load(schema_dir / "rejected.avsc")
+        )
+        self._specs: dict[tuple[str, int], Schema] = {}
+        self._pool_topics = topics.pools
+
+    # -- the decision ------------------------------------------------------------------
+    def process(
+        self, key: bytes | None, value: bytes | None, topic: str = "", partition: int = -1,
+        offset: int = -1,
+    ) -> Outcome:
+        try:
+            return self._decide(key, value)
+        except IngestRejection as rej:
+            return self.reject(rej.reason, rej.detail, key, value, topic, partition, offset)
+        except CodecError as err:
+            return self.reject(err.reason, err.detail, key, value, topic, partition, offset)
+        except Exception as exc:  # a bug must not lose the record: reject it, keep going
+            log.exception("ingest: unexpected error at %s[%s]@%s", topic, partition, offset)
+            return self.reject(Reason.UNDECODABLE, f"internal: {type(exc).__name__}: {exc}",
+                               key, value, topic, partition, offset)
+
+    def _decide(self, key: bytes | None, value: bytes | None) -> Outcome:
+        if not value:
+            raise IngestRejection(Reason.MALFORMED, "empty value")
+        if len(value) > MAX_RECORD_BYTES:
+            raise IngestRejection(Reason.OVERSIZED, f"{len(value)} bytes > {MAX_RECORD_BYTES}")
+        self._ensure_known(value)
+        env = self.codec.decode(value)
+        if key != env.key:
+            raise IngestRejection(Reason.KEY_MISMATCH, f"key {key!r:.80} is not {env.key!r:.80}")
+        resource = self._resource(env)
+        self._check_envelope(env, resource)
+        self._ensure_known(env.payload)
+        payload = self.codec.decode_payload(env, self._spec(resource))
+        failure = check_subject(resource, env.subject_id) or check_fields(resource, payload)
+        if failure:
+            raise IngestRejection(Reason.FIELD_RULE, f"{resource.id}: {failure}")
+        if env.provider != resource.provider:
+            # Not the authoritative source: keep as evidence, never as the pool's truth.
+            return Outcome(OutcomeKind.VERIFICATION, self.topics.verification, key, value,
+                           resource.pool, None, resource.id)
+        return Outcome(OutcomeKind.ACCEPTED, self._pool_topics[resource.pool], key, value,
+                       resource.pool, None, resource.id)
+
+    def _ensure_known(self, data: bytes) -> None:
+        fp = read_fingerprint(data)
+        if fp not in self.registry and self._refresh is not None:
+            self._refresh()
+
+    def _resource(self, env: Envelope) -> Resource:
+        catalog = self.catalog()
+        resource = catalog.get(env.resource_id)
+        if resource is None:
+            raise IngestRejection(Reason.UNKNOWN_RESOURCE, f"{env.resource_id!r:.120} not in catalog")
+        if not resource.in_force:
+            raise IngestRejection(Reason.RESOURCE_NOT_IN_FORCE,
+                                  f"{resource.id} is {resource.status.value}")
+        return resource
+
+    @staticmethod
+    def _check_envelope(env: Envelope, resource: Resource) -> None:
+        if not _region_within(env.region, resource.region):
+            raise IngestRejection(Reason.REGION_MISMATCH,
+                                  f"{resource.id}: region {env.region!r:.20} is outside {resource.region}")
+        if env.channel not in resource.channels:
+            raise IngestRejection(Reason.CHANNEL_NOT_ALLOWED,
+                                  f"{resource.id}: channel {env.channel.value} not in "
+                                  f"{sorted(c.value for c in resource.channels)}")
+        if resource.consent_required and not (env.consent_ref or "").strip():
+            raise IngestRejection(Reason.CONSENT_MISSING, f"{resource.id} requires consent_ref")
+
+    def _spec(self, resource: Resource) -> Schema:
+        k = (resource.id, resource.version)
+        spec = self._specs.get(k)
+        if spec is None:
+            spec = self.registry.add(Schema.load(self.schema_dir / resource.schema))
+            self._specs[k] = spec
+        return spec
+
+    # -- rejection ---------------------------------------------------------------------
+    def reject(
+        self, reason: Reason, detail: str, key: bytes | None, value: bytes | None,
+        topic: str, partition: int, offset: int,
+    ) -> Outcome:
+        record = {
+            "reason": reason.value,
+            "detail": detail[:1000],
+            "source_topic": topic,
+            "source_partition": partition,
+            "source_offset": offset,
+            "original_key": key,
+            "original_value": value,
+            "rejected_at_ms": int(time.time() * 1000),
+        }
+        return Outcome(OutcomeKind.REJECTED, self.topics.rejected, key,
+                       encode(self._rejected_schema, record), None, reason)
+
+
+def _region_within(region: str, scope: str) -> bool:
+    """A provincial resource takes records collected anywhere in the province (cities
+    pre-aggregate and forward, article 20); a city's resource only from that city."""
+    if region == scope:
+        return True
+    if not is_region(region):
+        return False
+    return scope == PROVINCE or city_of(region) == scope

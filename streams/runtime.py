@@ -1,0 +1,171 @@
+"""What a worker holds while it runs: the schema registry, the catalog, the ingest decision,
+the output producer and the metrics. Built explicitly, started explicitly: no import-time
+side effects, no module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from monitoring.metrics import Metrics
+from streams.catalog import Catalog
+from streams.codec import SchemaRegistry
+from streams.envelope import EnvelopeCodec
+from streams.ingest import Ingestor, Outcome
+from streams.registry import SchemaTopic
+from streams.topics import Topics, ensure_topics
+from xiangyun.settings import Settings
+
+__all__ = ["CatalogSource", "DeliveryError", "Runtime", "StaticCatalog", "output_producer"]
+
+log = logging.getLogger(__name__)
+
+
+class CatalogSource(Protocol):
+    def current(self) -> Catalog: ...
+    def close(self) -> None: ...
+
+
+class StaticCatalog:
+    """A catalog fixed at start (tests, and the starter catalog on disk)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def current(self) -> Catalog:
+        return self._catalog
+
+    def close(self) -> None:
+        return None
+
+
+class DeliveryError(RuntimeError):
+    """Outputs could not be written to Kafka; the batch is not acknowledged."""
+
+
+def output_producer(settings: Settings, **extra: Any) -> Producer:
+    """Idempotent producer: broker retries never duplicate an output record."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "compression.type": "lz4",
+        "message.max.bytes": 4_194_304,
+        "queue.buffering.max.messages": 500_000,
+    }
+    conf.update(extra)
+    return Producer(conf)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: CatalogSource | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics.of(settings)
+        self.registry = SchemaRegistry.from_dir(settings.schema_dir)
+        self.codec = EnvelopeCodec(self.registry, settings.schema_dir)
+        self.schema_topic = SchemaTopic(settings.kafka_bootstrap, self.topics.schemas, self.registry)
+        self.catalog = catalog or StaticCatalog(Catalog.from_dir(settings.catalog_dir))
+        self.metrics = metrics or Metrics()
+        self.ingestor = Ingestor(
+            self.codec, self.catalog.current, self.topics, settings.schema_dir,
+            refresh_schemas=self.schema_topic.refresh,
+        )
+        self._producer: Producer | None = None
+        self._failures: list[str] = []
+
+    def start(self) -> Runtime:
+        ensure_topics(self.settings, self.topics)
+        self.schema_topic.follow()
+        self._producer = output_producer(self.settings)
+        self.metrics.up.set(1)
+        return self
+
+    def close(self) -> None:
+        self.metrics.up.set(0)
+        if self._producer is not None:
+            self._producer.flush(30)
+        self.schema_topic.close()
+        self.catalog.close()
+
+    # -- the batch path ----------------------------------------------------------------
+    def decide(self, messages: Iterable[tuple[bytes | None, bytes | None, str, int, int]]
+               ) -> list[Outcome]:
+        process = self.ingestor.process
+        return [process(k, v, t, p, o) for k, v, t, p, o in messages]
+
+    def emit(self, outcomes: Sequence[Outcome]) -> None:
+        """Queue outputs; call :meth:`flush` before acknowledging their inputs."""
+        assert self._producer is not None, "Runtime.start() first"
+        produce = self._producer.produce
+        tally: Counter[tuple[str, str, str]] = Counter()
+        for out in outcomes:
+            while True:
+                try:
+                    produce(out.topic, out.value, out.key, on_delivery=self._on_delivery)
+                    break
+                except BufferError:  # local queue full: let librdkafka drain it
+                    self._producer.poll(0.05)
+            tally[(out.kind.value, out.pool.value if out.pool else "",
+                   out.reason.value if out.reason else "")] += 1
+        self.metrics.count(tally)
+        self.metrics.batch_records.observe(len(outcomes))
+
+    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            self._failures.append(str(err))
+
+    def flush(self, timeout: float = 60.0) -> None:
+        assert self._producer is not None
+        left = self._producer.flush(timeout)
+        if left or self._failures:
+            failures, self._failures = self._failures[:5], []
+            raise DeliveryError(f"{left} outputs undelivered, failures: {failures}")
+
+    async def flush_async(self, timeout: float = 60.0) -> None:
+        # librdkafka waits without the GIL: the event loop keeps fetching meanwhile.
+        await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
+
+    # -- operations --------------------------------------------------------------------
+    def lag(self, group: str) -> dict[tuple[str, int], int]:
+        """Records in the collect topic not yet committed by ``group``."""
+        c = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": group,
+                      "enable.auto.commit": False})
+        try:
+            meta = c.list_topics(self.topics.collect, timeout=10).topics[self.topics.collect]
+            tps = [TopicPartition(self.topics.collect, p) for p in meta.partitions]
+            out = {}
+            for tp in c.committed(tps, timeout=10):
+                _low, high = c.get_watermark_offsets(tp, timeout=10)
+                pos = tp.offset if tp.offset >= 0 else 0
+                out[(tp.topic, tp.partition)] = max(0, high - pos)
+            return out
+        finally:
+            c.close()
+
+    def report(self, group: str) -> None:
+        self.metrics.catalog_in_force.set(sum(1 for r in self.catalog.current() if r.in_force))
+        self.metrics.schemas.set(len(self.registry))
+        for (topic, part), n in self.lag(group).items():
+            self.metrics.lag.labels(topic, str(part)).set(n)
+
+
+def die_on_delivery_failure(exc: BaseException, on_exit: Callable[[], None] | None = None) -> None:
+    """Crash-only: outputs that cannot be delivered mean the inputs must be read again."""
+    log.critical("delivery failed, exiting without acknowledging the batch: %s", exc)
+    if on_exit is not None:
+        on_exit()
+    os._exit(70)

@@ -1,0 +1,116 @@
+"""Follow a compacted topic into memory: the schema registry and the catalog use this.
+
+A :class:`CompactedView` reads its topic from the beginning on a background thread and
+keeps following it, so a change is seen within a poll interval. :meth:`sync` gives
+read-your-writes: it waits until everything written before the call has been applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+__all__ = ["CompactedView", "ViewError"]
+
+log = logging.getLogger(__name__)
+
+Apply = Callable[[bytes, bytes | None], None]
+
+
+class ViewError(RuntimeError):
+    """The view could not reach or catch up with its topic."""
+
+
+class CompactedView:
+    def __init__(self, bootstrap: str, topic: str, apply: Apply, *, poll_s: float = 0.2) -> None:
+        self.topic = topic
+        self._apply = apply
+        self._poll_s = poll_s
+        conf = {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"view-{topic}-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+        self._consumer = Consumer(conf)
+        self._probe = Consumer(conf)  # watermark queries from other threads
+        self._probe_lock = threading.Lock()
+        self._positions: dict[int, int] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    def start(self, timeout: float = 30.0) -> CompactedView:
+        meta = self._consumer.list_topics(self.topic, timeout=timeout)
+        tmeta = meta.topics.get(self.topic)
+        if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            raise ViewError(f"topic {self.topic} is missing: run `xiangyun topics` first")
+        parts = sorted(tmeta.partitions)
+        self._positions = dict.fromkeys(parts, 0)
+        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
+        self._thread = threading.Thread(target=self._run, name=f"view-{self.topic}", daemon=True)
+        self._thread.start()
+        if not self.sync(timeout):
+            raise ViewError(f"could not read {self.topic} to its end within {timeout}s")
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._consumer.poll(self._poll_s)
+            if msg is not None:
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("view %s: %s", self.topic, err)
+                    continue
+                key = msg.key() or b""
+                try:
+                    self._apply(key, msg.value())
+                except Exception:  # a bad entry must not stop the view
+                    self.errors += 1
+                    log.exception("view %s: could not apply offset %s", self.topic, msg.offset())
+            self._advance()
+
+    def _advance(self) -> None:
+        tps = [TopicPartition(self.topic, p) for p in self._positions]
+        positions = self._consumer.position(tps)
+        with self._cond:
+            for tp in positions:
+                if tp.offset >= 0:
+                    self._positions[tp.partition] = tp.offset
+            self._cond.notify_all()
+
+    def sync(self, timeout: float = 10.0) -> bool:
+        """Wait until every record written before this call is applied; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._probe_lock:
+            try:
+                ends = {
+                    p: self._probe.get_watermark_offsets(
+                        TopicPartition(self.topic, p), timeout=timeout, cached=False
+                    )[1]
+                    for p in self._positions
+                }
+            except Exception as exc:  # broker unreachable
+                log.warning("view %s: watermarks unavailable: %s", self.topic, exc)
+                return False
+        with self._cond:
+            while any(self._positions[p] < end for p, end in ends.items()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, self._poll_s))
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._consumer.close()
+        self._probe.close()

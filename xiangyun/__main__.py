@@ -1,0 +1,3 @@
+from xiangyun.cli import main
+
+raise SystemExit(main())

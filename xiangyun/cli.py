@@ -1,0 +1,144 @@
+"""The ``xiangyun`` command line: stack, worker, demo, bench, topics, config (and catalog)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from xiangyun.settings import ConfigError, Settings
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _stack(args: argparse.Namespace, settings: Settings) -> int:
+    from xiangyun.stack import Stack
+
+    stack = Stack(settings)
+    if args.verb == "up":
+        statuses = stack.up()
+    elif args.verb == "down":
+        stopped = stack.down()
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing of ours was running"))
+        return 0
+    else:
+        statuses = stack.status()
+    print(f"{'service':<11} {'state':<5} {'address':<22} owner")
+    for st in statuses:
+        print(st.line())
+    print(f"state folder: {settings.state_dir}")
+    return 0 if all(st.answering for st in statuses) else 1
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.app import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.topics import Topics, ensure_topics
+
+    ensure_topics(settings)
+    for name, conf in Topics.of(settings).all().items():
+        print(f"{name:<40} {conf or ''}")
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from xiangyun.demo import render, run_demo
+
+    result = run_demo(settings, records=args.records, broken_share=args.broken_share,
+                      seed=args.seed, start_stack=not args.no_stack)
+    print(render(result))
+    if not args.no_stack:
+        print("\nThe stack keeps running: `xiangyun stack status`, stop it with `xiangyun stack down`.")
+    return 0 if result.ok else 1
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from xiangyun.bench import render, run_bench
+
+    result = run_bench(settings, records=args.records, start_stack=not args.no_stack,
+                       keep_topics=args.keep_topics)
+    print(render(result))
+    return 0 if result.ingest_outcomes == result.records else 1
+
+
+def _config(args: argparse.Namespace, settings: Settings) -> int:
+    for k, v in settings.describe().items():
+        print(f"{k}={v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="xiangyun",
+        description="Xiangyun (祥云): an event-driven exchange for a province's public data on "
+                    "Apache Kafka. Configuration: XIANGYUN_* environment variables "
+                    "(`xiangyun config` lists them).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("stack", help="start, stop or show the local Kafka, Redis and Prometheus",
+                       description="The local stack without Docker. `up` installs what is "
+                                   "missing and waits until every service answers.")
+    s.add_argument("verb", choices=["up", "down", "status"])
+    s.set_defaults(handler=_stack)
+
+    w = sub.add_parser("worker", help="run a Faust worker (ingest agent, metrics endpoint)")
+    w.set_defaults(handler=_worker)
+
+    t = sub.add_parser("topics", help="create missing topics and list them")
+    t.set_defaults(handler=_topics)
+
+    d = sub.add_parser("demo", help="end-to-end demo on sample data; exits 1 if counts differ")
+    d.add_argument("--records", type=int, default=20_000, help="sample records (default 20000)")
+    d.add_argument("--broken-share", type=float, default=0.05,
+                   help="share of deliberately broken records (default 0.05)")
+    d.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    d.add_argument("--no-stack", action="store_true", help="do not start the local stack")
+    d.set_defaults(handler=_demo)
+
+    b = sub.add_parser("bench", help="ingest throughput against the raw Kafka ceiling")
+    b.add_argument("--records", type=int, default=200_000, help="records (default 200000)")
+    b.add_argument("--no-stack", action="store_true", help="do not start the local stack")
+    b.add_argument("--keep-topics", action="store_true", help="keep the benchmark's topics")
+    b.set_defaults(handler=_bench)
+
+    c = sub.add_parser("config", help="print every setting and its current value")
+    c.set_defaults(handler=_config)
+
+    try:
+        from xiangyun.catalog_cli import add_catalog_parser
+    except ImportError:  # catalog commands not installed in this build
+        pass
+    else:
+        add_catalog_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"xiangyun: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from xiangyun.stack import StackError
+
+        if isinstance(exc, StackError | ConfigError):
+            print(f"xiangyun: {exc}", file=sys.stderr)
+            return 2
+        raise

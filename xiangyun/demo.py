@@ -1,0 +1,103 @@
+"""The end-to-end demo: sample records from several source systems through a real worker.
+
+Exit status 0 only when every published record has exactly one outcome and the outcomes
+are the ones the generator expects, record kind by record kind.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from connectors.generator import SampleGenerator
+from connectors.producer import SourceProducer
+from streams.catalog import Catalog
+from streams.codec import SchemaRegistry
+from streams.envelope import EnvelopeCodec
+from streams.registry import SchemaTopic
+from streams.topics import Topics, ensure_topics
+from xiangyun.outcomes import OutcomeTally, count_outcomes, end_offsets
+from xiangyun.processes import WorkerProcess
+from xiangyun.settings import Settings
+from xiangyun.stack import Stack
+
+__all__ = ["DemoResult", "run_demo"]
+
+
+@dataclass
+class DemoResult:
+    published: int
+    expected: Counter[str]
+    tally: OutcomeTally
+    elapsed_s: float
+    sources: Counter[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.tally.total == self.published and self.tally.counts == self.expected
+
+
+def run_demo(settings: Settings, records: int = 20_000, broken_share: float = 0.05,
+             seed: int = 7, start_stack: bool = True, timeout: float = 300.0) -> DemoResult:
+    if start_stack:
+        Stack(settings).up()
+    topics = Topics.of(settings)
+    ensure_topics(settings, topics)
+    registry = SchemaRegistry.from_dir(settings.schema_dir)
+    codec = EnvelopeCodec(registry, settings.schema_dir)
+    catalog = Catalog.from_dir(settings.catalog_dir)
+    gen = SampleGenerator(codec, catalog, settings.schema_dir, seed=seed, broken_share=broken_share)
+    print(f"generating {records:,} sample records ({broken_share:.0%} deliberately broken) ...",
+          file=sys.stderr)
+    sample = list(gen.records(records))
+    expected = Counter(r.expected for r in sample)
+    sources = Counter(r.source for r in sample)
+
+    schema_topic = SchemaTopic(settings.kafka_bootstrap, topics.schemas, registry)
+    producer = SourceProducer(settings, schema_topic)
+    producer.register([*registry, *gen.extra_schemas])
+    start = end_offsets(settings, topics.outcomes)
+    with WorkerProcess(settings, name="demo-worker") as worker:
+        began = time.monotonic()
+        producer.send_all(((r.key, r.value) for r in sample), total=len(sample))
+        tally = count_outcomes(
+            settings, start, pool_topics={p.value: t for p, t in topics.pools.items()},
+            verification_topic=topics.verification, rejected_topic=topics.rejected,
+            registry=registry, expected=len(sample), timeout=timeout,
+        )
+        elapsed = time.monotonic() - began
+        if tally.total < len(sample):
+            print(worker.log_tail(), file=sys.stderr)
+    return DemoResult(len(sample), expected, tally, elapsed, sources)
+
+
+def render(result: DemoResult) -> str:
+    t = result.tally
+    lines = [
+        "",
+        "Xiangyun demo",
+        f"  source systems      {len(result.sources)}",
+        f"  records published   {result.published:,}",
+        f"  outcomes read back  {t.total:,}",
+    ]
+    accepted = {k: v for k, v in sorted(t.counts.items()) if k.startswith("accepted:")}
+    lines.append(f"  accepted            {sum(accepted.values()):,}")
+    for k, v in accepted.items():
+        lines.append(f"    {k.split(':', 1)[1]:<18}{v:>8,}   expected {result.expected.get(k, 0):,}")
+    if t.counts.get("verification"):
+        lines.append(f"  verification        {t.counts['verification']:,}")
+    rejected = {k: v for k, v in sorted(t.counts.items()) if k.startswith("rejected:")}
+    lines.append(f"  rejected            {sum(rejected.values()):,}")
+    for k, v in rejected.items():
+        lines.append(f"    {k.split(':', 1)[1]:<18}{v:>8,}   expected {result.expected.get(k, 0):,}")
+    missing = {k: v for k, v in result.expected.items() if t.counts.get(k, 0) != v}
+    lines.append(f"  elapsed             {result.elapsed_s:.1f} s "
+                 f"({result.published / max(result.elapsed_s, 1e-9):,.0f} records/s end to end)")
+    if result.ok:
+        lines.append("  result              OK: every record has exactly one outcome, as expected")
+    else:
+        lines.append(f"  result              MISMATCH: {result.published - t.total:,} records "
+                     f"without an outcome; differing outcomes: {missing}")
+    return "\n".join(lines)
