@@ -38,7 +38,7 @@ def run_worker(settings: Settings, runtime: Runtime | None = None) -> None:
     app = create_app(settings)
     runtime = runtime or Runtime(settings)
     runtime.start()
-    runtime.metrics.serve(settings.metrics_port)
+    runtime.metrics.serve(settings.metrics_port, settings.metrics_host)
     register_ingest(app, runtime)
 
     @app.timer(interval=5.0)

@@ -37,6 +37,7 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     prometheus_port: int = 9090
     metrics_port: int = 9108
+    metrics_host: str = "127.0.0.1"
     topic_prefix: str = "xy"
     partitions: int = 4
     app_id: str = "xiangyun"
