@@ -110,7 +110,10 @@ class Ingestor:
         self._check_envelope(env, resource)
         self._ensure_known(env.payload)
         payload = self.codec.decode_payload(env, self._spec(resource))
-        failure = check_subject(resource, env.subject_id) or check_fields(resource, payload)
+        failure = check_subject(resource, env.subject_id)
+        if failure:
+            raise IngestRejection(Reason.INVALID_SUBJECT, f"{resource.id}: {failure}")
+        failure = check_fields(resource, payload)
         if failure:
             raise IngestRejection(Reason.FIELD_RULE, f"{resource.id}: {failure}")
         if env.provider != resource.provider:

@@ -18,7 +18,7 @@ from streams.codec import SchemaRegistry
 from streams.envelope import EnvelopeCodec
 from streams.registry import SchemaTopic
 from streams.topics import Topics, ensure_topics
-from xiangyun.outcomes import OutcomeTally, count_outcomes, end_offsets
+from xiangyun.outcomes import OutcomeTally, count_outcomes, end_offsets, wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
 from xiangyun.stack import Stack
@@ -58,8 +58,10 @@ def run_demo(settings: Settings, records: int = 20_000, broken_share: float = 0.
     schema_topic = SchemaTopic(settings.kafka_bootstrap, topics.schemas, registry)
     producer = SourceProducer(settings, schema_topic)
     producer.register([*registry, *gen.extra_schemas])
-    start = end_offsets(settings, topics.outcomes)
     with WorkerProcess(settings, name="demo-worker") as worker:
+        # Records left by an earlier, interrupted run are worked off before we count.
+        wait_for_no_lag(settings, topics)
+        start = end_offsets(settings, topics.outcomes)
         began = time.monotonic()
         producer.send_all(((r.key, r.value) for r in sample), total=len(sample))
         tally = count_outcomes(

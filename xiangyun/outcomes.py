@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.codec import SchemaRegistry, decode
+from streams.topics import Topics
 from xiangyun.settings import Settings
 
-__all__ = ["OutcomeTally", "count_outcomes", "end_offsets"]
+__all__ = ["OutcomeTally", "count_outcomes", "end_offsets", "wait_for_no_lag"]
 
 
 def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
@@ -30,6 +31,28 @@ def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, in
             for p in meta.partitions:
                 out[(t, p)] = c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
         return out
+    finally:
+        c.close()
+
+
+def wait_for_no_lag(settings: Settings, topics: Topics, timeout: float = 120.0) -> int:
+    """Wait until the worker group has committed everything in the collect topic."""
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id,
+                  "enable.auto.commit": False})
+    deadline = time.monotonic() + timeout
+    try:
+        meta = c.list_topics(topics.collect, timeout=10).topics[topics.collect]
+        tps = [TopicPartition(topics.collect, p) for p in meta.partitions]
+        while True:
+            lag = 0
+            for tp in c.committed(tps, timeout=10):
+                low, high = c.get_watermark_offsets(tp, timeout=10)
+                lag += high - max(tp.offset, low)
+            if lag == 0 or time.monotonic() > deadline:
+                return lag
+            print(f"  working off {lag:,} records left from an earlier run", end="\r",
+                  file=sys.stderr, flush=True)
+            time.sleep(1)
     finally:
         c.close()
 
