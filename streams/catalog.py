@@ -3,37 +3,115 @@
 A :class:`Resource` says what may be collected, by whom (its one authoritative provider),
 into which pool, under which collection spec, and how it may be shared and opened.
 :class:`Catalog` is the in-memory index every agent reads without a round trip per record.
+:func:`validate_entry` is the check a catalog entry passes before the data bureau may put
+it in force; the review workflow built on it is :mod:`streams.catalog_review`.
+
+Rules :func:`validate_entry` enforces (each refusal names what to fix):
+
+* **Attributes (article 15).** A ``conditional`` share attribute needs its conditions and a
+  legal basis; ``not_shared`` needs a legal basis and cannot be open; an open attribute
+  ``restricted`` or ``not_open`` needs a legal basis. The update frequency is one of
+  :data:`UPDATE_FREQUENCIES`; the region is the province or one of its cities.
+* **Collection spec (article 14).** ``schema`` is a path below ``schemas/avro/`` naming an
+  Avro *record* schema holding the subject field (or the parts of a composite subject);
+  every field rule names a field of that record and compiles
+  (:func:`streams.spec.compile_rules`). An update of a
+  resource in force keeps its subject kind, pool and region, and its spec must pass
+  :func:`streams.compat.check_backward` against the spec in force.
+* **City supplementary catalogs (article 15, paragraph 3).** An entry whose region is a city
+  code ``C`` has an id ``C.<name>`` and a department of that city (``C-...``); ``<name>``
+  must not be the id of a provincial resource (no shadowing). Provincial ids never start
+  with a region code, so the two namespaces cannot collide.
+* **One data, one source (article 16).** The *data items* of a resource are the top-level
+  fields of its spec minus identifiers (the subject field, the parts of a composite
+  subject in :data:`SUBJECT_KEY_FIELDS`, fields whose rule checks an identifier format in
+  :data:`IDENTIFIER_CHECKS`: those are keys and references, not collected facts), minus
+  the subject's name (:data:`SUBJECT_LABEL_FIELDS`: with the identifier it forms the
+  identity pair every record about a person or legal person carries) and minus
+  :data:`GENERIC_FIELDS` (bookkeeping such as ``updated_at``). An entry is refused
+  when a resource in force, other than itself, with the same subject kind and an
+  overlapping region (the province overlaps every city; two cities do not overlap: their
+  subjects differ) already collects one of its data items.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import yaml
 
+from streams.compat import check_backward
 from streams.envelope import Channel
 from streams.pools import Pool
 
 __all__ = [
+    "CITIES",
+    "GENERIC_FIELDS",
+    "IDENTIFIER_CHECKS",
     "PROVINCE",
+    "SCHEMA_ROOT",
+    "SUBJECT_KEY_FIELDS",
+    "SUBJECT_LABEL_FIELDS",
+    "UPDATE_FREQUENCIES",
     "Catalog",
     "CatalogError",
     "OpenAttribute",
     "Resource",
+    "SchemaLoader",
     "ShareAttribute",
     "Status",
+    "data_items",
     "load_entries",
+    "load_spec",
+    "schema_file_loader",
+    "validate_entry",
 ]
 
 PROVINCE = "220000"
+#: GB/T 2260 codes of Jilin's cities and prefectures (长春 ... 白城, 延边州)
+CITIES = frozenset({"220100", "220200", "220300", "220400", "220500",
+                    "220600", "220700", "220800", "222400"})
+UPDATE_FREQUENCIES = ("realtime", "hourly", "daily", "weekly", "monthly", "quarterly",
+                      "semiannual", "annual", "irregular")
+#: identifier formats: a field checked with one of these is a key or a reference, not a data item
+IDENTIFIER_CHECKS = frozenset({"citizen_id", "credit_code"})
+#: fields that together identify a composite subject kind
+SUBJECT_KEY_FIELDS: Mapping[str, tuple[str, ...]] = {"region_period": ("region", "period")}
+#: the subject's name: it travels with the identifier as the identity pair used to check
+#: who a record is about (姓名 + 身份证号, 名称 + 统一社会信用代码), not a separate fact
+SUBJECT_LABEL_FIELDS = frozenset({"name", "subject_name"})
+#: bookkeeping fields any spec may carry; never counted as data items
+GENERIC_FIELDS = frozenset({
+    "id", "record_id", "subject_id", "version", "source", "remark", "remarks", "note",
+    "notes", "created_at", "created_at_ms", "updated_at", "updated_at_ms", "observed_at",
+    "observed_at_ms", "valid_from", "valid_to",
+})
+SCHEMA_ROOT = Path(__file__).resolve().parent.parent / "schemas" / "avro"
+
+_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_CITY_ID = re.compile(r"^(\d{6})\.(.+)$")
+_SUBJECT = re.compile(r"^[a-z][a-z0-9_]*$")
+
+#: reads a collection spec (a path below ``schemas/avro/``) as parsed JSON
+SchemaLoader = Callable[[str], Mapping[str, Any]]
 
 
 class CatalogError(ValueError):
-    """A catalog entry or catalog change that cannot be accepted; the message says why."""
+    """A catalog entry or catalog change that cannot be accepted; the message says why.
+
+    ``problems`` lists every reason when an entry fails several checks at once.
+    """
+
+    def __init__(self, message: str, problems: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems) or (message,)
 
 
 class Status(StrEnum):
@@ -42,6 +120,7 @@ class Status(StrEnum):
     APPROVED = "approved"  # in force
     REJECTED = "rejected"
     RETIRED = "retired"
+    SUPERSEDED = "superseded"  # was in force until a newer version was approved
 
 
 class ShareAttribute(StrEnum):
@@ -83,6 +162,7 @@ class Resource:
     channels: frozenset[Channel] = frozenset({Channel.DIRECT})
     status: Status = Status.DRAFT
     version: int = 1
+    description: str = ""
 
     @property
     def in_force(self) -> bool:
@@ -115,6 +195,7 @@ class Resource:
                 channels=frozenset(Channel(c) for c in raw.get("channels", ["DIRECT"])),
                 status=Status(raw.get("status", "draft")),
                 version=int(raw.get("version", 1)),
+                description=str(raw.get("description", "")),
             )
         except KeyError as exc:
             raise CatalogError(f"catalog entry {rid}: missing field {exc.args[0]!r}") from exc
@@ -130,7 +211,7 @@ class Resource:
         open_: dict[str, Any] = {"attribute": self.open.value}
         if self.open_legal_basis:
             open_["legal_basis"] = self.open_legal_basis
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "department": self.department,
@@ -148,6 +229,9 @@ class Resource:
             "status": self.status.value,
             "version": self.version,
         }
+        if self.description:
+            out["description"] = self.description
+        return out
 
 
 def load_entries(path: Path) -> list[Resource]:
@@ -191,3 +275,227 @@ class Catalog:
         """Every ``*.yaml``, ``*.yml`` and ``*.json`` below ``root`` (the starter catalog)."""
         files = sorted(p for p in root.rglob("*") if p.suffix in {".yaml", ".yml", ".json"})
         return cls(e for p in files for e in load_entries(p))
+
+
+# -- collection specs --------------------------------------------------------------------
+
+
+def schema_file_loader(root: Path = SCHEMA_ROOT) -> SchemaLoader:
+    """A :data:`SchemaLoader` reading ``root / path``; a path leaving ``root`` is refused."""
+    base = root.resolve()
+
+    def load(path: str) -> Mapping[str, Any]:
+        target = (base / path).resolve()
+        if not target.is_relative_to(base):
+            raise CatalogError(f"collection spec {path!r} is outside {base}")
+        raw = json.loads(target.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise CatalogError(f"collection spec {path!r} is not a JSON object")
+        return raw
+
+    return load
+
+
+def load_spec(entry: Resource, schema_loader: SchemaLoader) -> dict[str, Any]:
+    """The entry's collection spec as JSON, checked to be a valid Avro record schema."""
+    where = f"collection spec {entry.schema!r} of {entry.id}"
+    path = entry.schema
+    if (not path.endswith(".avsc") or path.startswith(("/", "\\")) or "\\" in path
+            or ".." in Path(path).parts):
+        raise CatalogError(f"{where}: give a relative path of an .avsc file below schemas/avro/, "
+                           f"e.g. payloads/{entry.id.rsplit('.', 1)[-1]}.avsc")
+    try:
+        raw = dict(schema_loader(path))
+    except CatalogError:
+        raise
+    except (OSError, ValueError, TypeError) as exc:
+        raise CatalogError(f"{where}: cannot be read: {exc}") from exc
+    try:
+        fastavro.parse_schema(json.loads(json.dumps(raw)), _write_hint=False)
+    except Exception as exc:  # fastavro raises several types for invalid schemas
+        raise CatalogError(f"{where}: not a valid Avro schema: {exc}") from exc
+    if raw.get("type") != "record":
+        raise CatalogError(f"{where}: must be an Avro record schema, not {raw.get('type')!r}")
+    return raw
+
+
+def _given(spec: Mapping[str, Any]) -> SchemaLoader:
+    return lambda _path: spec
+
+
+def _field_names(spec: Mapping[str, Any]) -> list[str]:
+    return [str(f["name"]) for f in spec.get("fields", [])]
+
+
+def data_items(entry: Resource, spec: Mapping[str, Any]) -> frozenset[str]:
+    """The data items ``entry`` collects: its spec's top-level fields that are neither
+    identifiers of (or references to) subjects nor generic bookkeeping fields."""
+    identifiers = {entry.subject, *SUBJECT_KEY_FIELDS.get(entry.subject, ())}
+    identifiers |= {name for name, rule in entry.field_rules.items()
+                    if rule.get("check") in IDENTIFIER_CHECKS}
+    return frozenset(n for n in _field_names(spec) if n not in identifiers
+                     and n not in SUBJECT_LABEL_FIELDS and n not in GENERIC_FIELDS)
+
+
+def _regions_overlap(a: str, b: str) -> bool:
+    return a == b or PROVINCE in (a, b)
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+def validate_entry(
+    entry: Resource,
+    catalog: Catalog,
+    schema_loader: SchemaLoader,
+    *,
+    specs: Mapping[str, Mapping[str, Any]] | None = None,
+    spec: Mapping[str, Any] | None = None,
+) -> None:
+    """Raise :class:`CatalogError` naming everything to fix before ``entry`` may go in force.
+
+    ``catalog`` is the catalog as it stands (its in-force version of ``entry.id``, if any,
+    is the version being updated). ``specs`` gives the collection specs of in-force
+    resources by resource id as they were approved; a resource missing there has its spec
+    read with ``schema_loader``. Pass them when a spec file may have been edited in place,
+    or the compatibility check would compare the new file with itself. ``spec`` is the
+    entry's own spec when it is already known (e.g. the one recorded at submission), else
+    it is read with ``schema_loader``.
+    """
+    problems = _attribute_problems(entry) + _region_problems(entry, catalog)
+    try:
+        spec = load_spec(entry, schema_loader if spec is None else _given(spec))
+    except CatalogError as exc:
+        problems.append(str(exc))
+        spec = None
+    if spec is not None:
+        problems += _field_problems(entry, spec)
+        problems += _update_problems(entry, spec, catalog, schema_loader, specs or {})
+        problems += _duplicate_problems(entry, spec, catalog, schema_loader, specs or {})
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise CatalogError(f"catalog entry {entry.id} refused:\n{listed}", problems)
+
+
+def _attribute_problems(e: Resource) -> list[str]:
+    out: list[str] = []
+    if e.region == PROVINCE and not _CITY_ID.match(e.id) and not _ID.match(e.id):
+        out.append(f"id {e.id!r}: use lower-case dotted words such as 'population.resident'")
+    for label, value in (("name", e.name), ("department", e.department),
+                         ("provider", e.provider)):
+        if not value.strip():
+            out.append(f"{label} is empty")
+    if not _SUBJECT.match(e.subject):
+        out.append(f"subject {e.subject!r}: name the kind of subject identifier, e.g. citizen_id")
+    if e.update_frequency not in UPDATE_FREQUENCIES:
+        out.append(f"update_frequency {e.update_frequency!r}: use one of "
+                   f"{', '.join(UPDATE_FREQUENCIES)}")
+    if not e.channels:
+        out.append("channels is empty: allow at least one collection channel")
+    if e.share is ShareAttribute.CONDITIONAL:
+        if not e.share_conditions.strip():
+            out.append("share attribute 'conditional' needs its conditions (share.conditions)")
+        if not e.share_legal_basis.strip():
+            out.append("share attribute 'conditional' needs a legal basis (share.legal_basis)")
+    if e.share is ShareAttribute.NOT_SHARED:
+        if not e.share_legal_basis.strip():
+            out.append("share attribute 'not_shared' needs a legal basis (share.legal_basis): "
+                       "sharing is the rule, refusal needs a law (article 24)")
+        if e.open is not OpenAttribute.NOT_OPEN:
+            out.append(f"open attribute {e.open.value!r} contradicts share attribute "
+                       f"'not_shared': data not shared between departments cannot be opened")
+    if e.open is not OpenAttribute.OPEN and not e.open_legal_basis.strip():
+        out.append(f"open attribute {e.open.value!r} needs a legal basis (open.legal_basis)")
+    return out
+
+
+def _region_problems(e: Resource, catalog: Catalog) -> list[str]:
+    if e.region == PROVINCE:
+        if _CITY_ID.match(e.id):
+            return [f"id {e.id!r}: a provincial resource id must not start with a region code; "
+                    f"ids '<city code>.<name>' belong to city supplementary catalogs"]
+        return []
+    if e.region not in CITIES:
+        return [f"region {e.region!r}: use {PROVINCE} (province) or a city code "
+                f"({', '.join(sorted(CITIES))})"]
+    out: list[str] = []
+    m = _CITY_ID.match(e.id)
+    if m is None or m.group(1) != e.region or not _ID.match(m.group(2)):
+        out.append(f"id {e.id!r}: a city supplementary entry's id is '{e.region}.<name>', "
+                   f"e.g. '{e.region}.population.elderly_allowance'")
+    else:
+        local = m.group(2)
+        shadowed = catalog.get(local)
+        if shadowed is not None and shadowed.region == PROVINCE:
+            out.append(f"id {e.id!r} shadows provincial resource {local} (provided by "
+                       f"{shadowed.provider}): a supplementary catalog only adds data the "
+                       f"provincial catalog lacks; use {local} by sharing")
+    if not e.department.startswith(f"{e.region}-"):
+        out.append(f"department {e.department!r}: a city supplementary entry is compiled by a "
+                   f"body of that city, coded '{e.region}-...'")
+    return out
+
+
+def _field_problems(e: Resource, spec: Mapping[str, Any]) -> list[str]:
+    from streams.spec import SpecError, compile_rules  # spec.py imports this module
+
+    fields = set(_field_names(spec))
+    listed = ", ".join(sorted(fields))
+    out = [f"subject {e.subject!r}: {e.schema} has no field {name!r}, so a record cannot be "
+           f"matched to its subject (fields: {listed})"
+           for name in SUBJECT_KEY_FIELDS.get(e.subject, (e.subject,)) if name not in fields]
+    out += [f"field rule for {name!r}: {e.schema} has no such field (fields: {listed})"
+            for name in e.field_rules if name not in fields]
+    try:
+        compile_rules(e)
+    except SpecError as exc:
+        out.append(f"field rules: {exc}")
+    return out
+
+
+def _spec_of(r: Resource, loader: SchemaLoader,
+             specs: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]:
+    known = specs.get(r.id)
+    return known if known is not None else load_spec(r, loader)
+
+
+def _update_problems(e: Resource, spec: Mapping[str, Any], catalog: Catalog,
+                     loader: SchemaLoader, specs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    current = catalog.in_force(e.id)
+    if current is None:
+        return []
+    out = [f"{label} cannot change from {old!r} to {new!r} in an update of a resource in "
+           f"force; retire {e.id} and register a new resource instead"
+           for label, old, new in (("subject", current.subject, e.subject),
+                                   ("pool", current.pool.value, e.pool.value),
+                                   ("region", current.region, e.region)) if old != new]
+    try:
+        old_spec = _spec_of(current, loader, specs)
+    except CatalogError as exc:
+        return [*out, f"cannot check compatibility with version {current.version} in force: {exc}"]
+    out += [f"collection spec {e.schema} is not backward compatible with version "
+            f"{current.version} in force ({current.schema}): {p}"
+            for p in check_backward(old_spec, spec)]
+    return out
+
+
+def _duplicate_problems(e: Resource, spec: Mapping[str, Any], catalog: Catalog,
+                        loader: SchemaLoader,
+                        specs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    mine = data_items(e, spec)
+    out: list[str] = []
+    for other in sorted(catalog, key=lambda r: r.id):
+        if (other.id == e.id or not other.in_force or other.subject != e.subject
+                or not _regions_overlap(other.region, e.region)):
+            continue
+        try:
+            theirs = data_items(other, _spec_of(other, loader, specs))
+        except CatalogError as exc:
+            out.append(f"cannot check for a second source against {other.id}: {exc}")
+            continue
+        common = sorted(mine & theirs)
+        if common:
+            out.append(f"data items {', '.join(common)} are already collected by {other.id} "
+                       f"from {other.provider}; obtain them by sharing (article 16: collect "
+                       f"once, share for use) instead of collecting them again")
+    return out
