@@ -77,23 +77,21 @@ class Schema:
 
     name: str
     canonical: str
-    parsed: Any
+    parsed: Any  # parsed with fastavro's write hint, so reads and writes skip re-parsing
     fingerprint: int
-
-    @property
-    def header(self) -> bytes:
-        return MARKER + struct.pack("<Q", self.fingerprint)
+    header: bytes
 
     @classmethod
     def parse(cls, schema: str | Mapping[str, Any]) -> Schema:
-        raw = json.loads(schema) if isinstance(schema, str) else dict(schema)
         try:
-            parsed = fastavro.parse_schema(raw, _write_hint=False)
+            raw = json.loads(schema) if isinstance(schema, str) else dict(schema)
+            parsed = fastavro.parse_schema(raw)
+            canonical = to_parsing_canonical_form(fastavro.parse_schema(raw, _write_hint=False))
         except Exception as exc:  # fastavro raises several types for bad schemas
             raise CodecError(Reason.INVALID_SCHEMA, str(exc)) from exc
-        canonical = to_parsing_canonical_form(parsed)
-        name = parsed.get("name", parsed.get("type", "?")) if isinstance(parsed, dict) else "?"
-        return cls(str(name), canonical, parsed, fingerprint64(canonical.encode()))
+        name = str(parsed.get("name", parsed.get("type", "?"))) if isinstance(parsed, dict) else "?"
+        fp = fingerprint64(canonical.encode())
+        return cls(name, canonical, parsed, fp, MARKER + struct.pack("<Q", fp))
 
     @classmethod
     def load(cls, path: Path) -> Schema:

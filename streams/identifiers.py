@@ -1,0 +1,319 @@
+"""Identifiers from Chinese national standards, as pure functions.
+
+- GB 11643-1999 公民身份号码 (citizen identity number): six-digit address code, eight-digit
+  birth date, three-digit sequence (odd for men, even for women), one check character.
+- GB 32100-2015 统一社会信用代码 (unified social credit code): registration authority,
+  organisation category, six-digit region code, nine-character organisation code
+  (GB 11714), one check character.
+- GB/T 2260 行政区划代码 (administrative region codes) of Jilin province.
+
+Nothing here touches a clock, a file or the network; validation functions never raise on
+bad input, whatever its type or size.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import random
+import re
+
+__all__ = [
+    "CITIES",
+    "CREDIT_CODE_ALPHABET",
+    "PROVINCE",
+    "REGIONS",
+    "citizen_id_check_char",
+    "citizen_id_error",
+    "city_of",
+    "credit_code_check_char",
+    "credit_code_error",
+    "districts_of",
+    "is_region",
+    "is_valid_citizen_id",
+    "is_valid_credit_code",
+    "is_valid_date",
+    "make_citizen_id",
+    "make_credit_code",
+]
+
+# --------------------------------------------------------------------------------------
+# GB/T 2260 region codes of Jilin province (吉林省行政区划代码)
+# --------------------------------------------------------------------------------------
+
+PROVINCE = "220000"
+
+REGIONS: dict[str, str] = {
+    "220000": "吉林省",
+    # 长春市 Changchun
+    "220100": "长春市",
+    "220102": "南关区",
+    "220103": "宽城区",
+    "220104": "朝阳区",
+    "220105": "二道区",
+    "220106": "绿园区",
+    "220112": "双阳区",
+    "220113": "九台区",
+    "220122": "农安县",
+    "220182": "榆树市",
+    "220183": "德惠市",
+    "220184": "公主岭市",
+    # 吉林市 Jilin City
+    "220200": "吉林市",
+    "220202": "昌邑区",
+    "220203": "龙潭区",
+    "220204": "船营区",
+    "220211": "丰满区",
+    "220221": "永吉县",
+    "220281": "蛟河市",
+    "220282": "桦甸市",
+    "220283": "舒兰市",
+    "220284": "磐石市",
+    # 四平市 Siping
+    "220300": "四平市",
+    "220302": "铁西区",
+    "220303": "铁东区",
+    "220322": "梨树县",
+    "220323": "伊通满族自治县",
+    "220382": "双辽市",
+    # 辽源市 Liaoyuan
+    "220400": "辽源市",
+    "220402": "龙山区",
+    "220403": "西安区",
+    "220421": "东丰县",
+    "220422": "东辽县",
+    # 通化市 Tonghua
+    "220500": "通化市",
+    "220502": "东昌区",
+    "220503": "二道江区",
+    "220521": "通化县",
+    "220523": "辉南县",
+    "220524": "柳河县",
+    "220581": "梅河口市",
+    "220582": "集安市",
+    # 白山市 Baishan
+    "220600": "白山市",
+    "220602": "浑江区",
+    "220605": "江源区",
+    "220621": "抚松县",
+    "220622": "靖宇县",
+    "220623": "长白朝鲜族自治县",
+    "220681": "临江市",
+    # 松原市 Songyuan
+    "220700": "松原市",
+    "220702": "宁江区",
+    "220721": "前郭尔罗斯蒙古族自治县",
+    "220722": "长岭县",
+    "220723": "乾安县",
+    "220781": "扶余市",
+    # 白城市 Baicheng
+    "220800": "白城市",
+    "220802": "洮北区",
+    "220821": "镇赉县",
+    "220822": "通榆县",
+    "220881": "洮南市",
+    "220882": "大安市",
+    # 延边朝鲜族自治州 Yanbian Korean Autonomous Prefecture
+    "222400": "延边朝鲜族自治州",
+    "222401": "延吉市",
+    "222402": "图们市",
+    "222403": "敦化市",
+    "222404": "珲春市",
+    "222405": "龙井市",
+    "222406": "和龙市",
+    "222424": "汪清县",
+    "222426": "安图县",
+}
+
+CITIES: tuple[str, ...] = tuple(
+    c for c in REGIONS if c != PROVINCE and c.endswith("00")
+)  # the nine prefecture-level divisions: 220100 ... 220800 and 222400
+
+
+def is_region(code: object) -> bool:
+    """True for a known Jilin GB/T 2260 code (the province, a city or a county/district)."""
+    return isinstance(code, str) and code in REGIONS
+
+
+def city_of(code: str) -> str:
+    """The prefecture-level code of a known region; the province maps to itself.
+
+    Raises ``ValueError`` for a code that is not a known Jilin region.
+    """
+    if not is_region(code):
+        raise ValueError(f"not a known Jilin region code: {code!r:.40}")
+    return code if code == PROVINCE else code[:4] + "00"
+
+
+def districts_of(city: str) -> tuple[str, ...]:
+    """County-level codes of a city (all of them for the province itself)."""
+    if city == PROVINCE:
+        return tuple(c for c in REGIONS if not c.endswith("00"))
+    return tuple(c for c in REGIONS if c[:4] == city[:4] and not c.endswith("00"))
+
+
+# First two digits of a GB/T 2260 province-level code (including Taiwan 71, Hong Kong 81,
+# Macao 82 and 83 used in residence permits for Taiwan residents).
+_PROVINCE_PREFIXES = frozenset(
+    {
+        *("11", "12", "13", "14", "15", "21", "22", "23"),
+        *("31", "32", "33", "34", "35", "36", "37", "41", "42", "43", "44", "45", "46"),
+        *("50", "51", "52", "53", "54", "61", "62", "63", "64", "65", "71", "81", "82", "83"),
+    }
+)
+
+# --------------------------------------------------------------------------------------
+# Dates
+# --------------------------------------------------------------------------------------
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def is_valid_date(s: object) -> bool:
+    """True for an ISO calendar date ``YYYY-MM-DD`` that exists (no 1999-02-30)."""
+    if not isinstance(s, str) or _ISO_DATE.fullmatch(s) is None:
+        return False
+    try:
+        _dt.date(int(s[:4]), int(s[5:7]), int(s[8:10]))
+    except ValueError:
+        return False
+    return True
+
+
+def _real_yyyymmdd(s: str) -> bool:
+    try:
+        _dt.date(int(s[:4]), int(s[4:6]), int(s[6:8]))
+    except ValueError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# GB 11643-1999 citizen identity number
+# --------------------------------------------------------------------------------------
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+_ID_17 = re.compile(r"[0-9]{17}")
+_ID_MIN_YEAR = 1850
+
+
+def citizen_id_check_char(first17: str) -> str:
+    """The check character for the first 17 digits of a citizen identity number.
+
+    Raises ``ValueError`` unless ``first17`` is exactly 17 ASCII digits.
+    """
+    if not isinstance(first17, str) or _ID_17.fullmatch(first17) is None:
+        raise ValueError("need exactly 17 ASCII digits")
+    total = sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS, strict=True))
+    return _ID_CHECK[total % 11]
+
+
+def citizen_id_error(s: object) -> str | None:
+    """None for a valid citizen identity number, else a short reason (never echoes input)."""
+    if not isinstance(s, str):
+        return "not a string"
+    if len(s) != 18:
+        return "not 18 characters"
+    first17 = s[:17]
+    if _ID_17.fullmatch(first17) is None or s[17] not in "0123456789X":
+        return "bad format"
+    if first17[:2] not in _PROVINCE_PREFIXES:
+        return "bad region code"
+    if int(first17[6:10]) < _ID_MIN_YEAR or not _real_yyyymmdd(first17[6:14]):
+        return "bad birth date"
+    if citizen_id_check_char(first17) != s[17]:
+        return "bad check character"
+    return None
+
+
+def is_valid_citizen_id(s: object) -> bool:
+    """GB 11643-1999: 17 digits, a real birth date, a region code and the right check char.
+
+    The check character ``X`` must be upper case, as the standard writes it.
+    """
+    return citizen_id_error(s) is None
+
+
+def make_citizen_id(rng: random.Random, region: str, birth: _dt.date) -> str:
+    """A valid identity number for someone registered in ``region`` born on ``birth``.
+
+    The sex digit (17th) is random: odd for a man, even for a woman.
+    """
+    if len(region) != 6 or not region.isascii() or not region.isdigit():
+        raise ValueError("region must be a six-digit code")
+    first17 = f"{region}{birth:%Y%m%d}{rng.randrange(1000):03d}"
+    return first17 + citizen_id_check_char(first17)
+
+
+# --------------------------------------------------------------------------------------
+# GB 32100-2015 unified social credit code
+# --------------------------------------------------------------------------------------
+
+CREDIT_CODE_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # no I, O, S, V, Z
+_CC_VALUE = {c: i for i, c in enumerate(CREDIT_CODE_ALPHABET)}
+_CC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+_CC_REGION = re.compile(r"[0-9]{6}")
+
+# GB 11714 organisation code (characters 9-17): eight characters and a check character.
+_ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
+_ORG_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+
+
+def credit_code_check_char(first17: str) -> str:
+    """The check character for the first 17 characters of a unified social credit code.
+
+    Raises ``ValueError`` if ``first17`` is not 17 characters of the code's alphabet.
+    """
+    if not isinstance(first17, str) or len(first17) != 17:
+        raise ValueError("need exactly 17 characters")
+    try:
+        total = sum(_CC_VALUE[c] * w for c, w in zip(first17, _CC_WEIGHTS, strict=True))
+    except KeyError:
+        raise ValueError(f"characters outside {CREDIT_CODE_ALPHABET}") from None
+    return CREDIT_CODE_ALPHABET[(31 - total % 31) % 31]
+
+
+def credit_code_error(s: object) -> str | None:
+    """None for a valid unified social credit code, else a short reason."""
+    if not isinstance(s, str):
+        return "not a string"
+    if len(s) != 18:
+        return "not 18 characters"
+    if any(c not in _CC_VALUE for c in s):
+        return "bad format"
+    region = s[2:8]
+    if _CC_REGION.fullmatch(region) is None or (
+        region[:2] not in _PROVINCE_PREFIXES and region != "100000"  # 100000: national
+    ):
+        return "bad region code"
+    if credit_code_check_char(s[:17]) != s[17]:
+        return "bad check character"
+    return None
+
+
+def is_valid_credit_code(s: object) -> bool:
+    """GB 32100-2015: 18 characters of the alphabet, a region code and the right check char."""
+    return credit_code_error(s) is None
+
+
+def _org_code(rng: random.Random) -> str:
+    """A GB 11714 organisation code (eight characters plus its check character)."""
+    body = "".join(rng.choice(_ORG_ALPHABET) for _ in range(8))
+    # GB 11714 values letters A=10 ... Z=35 (the full Latin alphabet).
+    total = sum(int(c, 36) * w for c, w in zip(body, _ORG_WEIGHTS, strict=True))
+    check = 11 - total % 11
+    return body + ("X" if check == 10 else "0" if check == 11 else str(check))
+
+
+def make_credit_code(
+    rng: random.Random, region: str, *, authority: str = "9", category: str = "1"
+) -> str:
+    """A valid credit code registered in ``region``.
+
+    Defaults to registration authority 9 (market regulation) and category 1 (enterprise);
+    characters 9-17 are a valid GB 11714 organisation code.
+    """
+    if _CC_REGION.fullmatch(region) is None:
+        raise ValueError("region must be a six-digit code")
+    first17 = f"{authority}{category}{region}{_org_code(rng)}"
+    return first17 + credit_code_check_char(first17)
