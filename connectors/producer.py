@@ -55,8 +55,9 @@ class SourceProducer:
     def send(self, key: bytes | None, value: bytes, topic: str | None = None) -> None:
         while True:
             try:
-                self._producer.produce(topic or self.topics.collect, value, key,
-                                       on_delivery=self._on_delivery)
+                self._producer.produce(
+                    topic or self.topics.collect, value, key, on_delivery=self._on_delivery
+                )
                 break
             except BufferError:
                 self._producer.poll(0.05)
@@ -64,8 +65,14 @@ class SourceProducer:
         if self.sent % 10000 == 0:
             self._producer.poll(0)
 
-    def send_all(self, records: Iterable[tuple[bytes | None, bytes]], *, total: int = 0,
-                 progress: bool = True, topic: str | None = None) -> int:
+    def send_all(
+        self,
+        records: Iterable[tuple[bytes | None, bytes]],
+        *,
+        total: int = 0,
+        progress: bool = True,
+        topic: str | None = None,
+    ) -> int:
         """Send every (key, value), showing a rate line; returns the count sent."""
         start = time.monotonic()
         n = 0

@@ -16,26 +16,38 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.records = Counter(
-            "xiangyun_ingest_records", "Collected records by outcome, pool and reason code",
-            ["outcome", "pool", "reason"], registry=r,
+            "xiangyun_ingest_records",
+            "Collected records by outcome, pool and reason code",
+            ["outcome", "pool", "reason"],
+            registry=r,
         )
         self.batch_seconds = Histogram(
-            "xiangyun_ingest_batch_seconds", "Time to check and deliver one batch",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
+            "xiangyun_ingest_batch_seconds",
+            "Time to check and deliver one batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
         )
         self.batch_records = Histogram(
-            "xiangyun_ingest_batch_records", "Records in one batch",
-            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000), registry=r,
+            "xiangyun_ingest_batch_records",
+            "Records in one batch",
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000),
+            registry=r,
         )
         self.lag = Gauge(
-            "xiangyun_ingest_lag_records", "Records in the collect topic not yet committed",
-            ["topic", "partition"], registry=r,
+            "xiangyun_ingest_lag_records",
+            "Records in the collect topic not yet committed",
+            ["topic", "partition"],
+            registry=r,
         )
         self.catalog_in_force = Gauge(
-            "xiangyun_catalog_resources_in_force", "Catalog resources in force", registry=r,
+            "xiangyun_catalog_resources_in_force",
+            "Catalog resources in force",
+            registry=r,
         )
         self.schemas = Gauge(
-            "xiangyun_schema_registry_schemas", "Schemas known to the worker", registry=r,
+            "xiangyun_schema_registry_schemas",
+            "Schemas known to the worker",
+            registry=r,
         )
         self.up = Gauge("xiangyun_worker_up", "1 while the worker runs", registry=r)
 

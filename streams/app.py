@@ -41,7 +41,7 @@ def run_worker(settings: Settings, runtime: Runtime | None = None) -> None:
     runtime.metrics.serve(settings.metrics_port, settings.metrics_host)
     register_ingest(app, runtime)
 
-    @app.timer(interval=5.0)
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:
         try:
             await app.loop.run_in_executor(None, runtime.report, settings.app_id)

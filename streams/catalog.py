@@ -76,10 +76,20 @@ __all__ = [
 
 PROVINCE = "220000"
 #: GB/T 2260 codes of Jilin's cities and prefectures (长春 ... 白城, 延边州)
-CITIES = frozenset({"220100", "220200", "220300", "220400", "220500",
-                    "220600", "220700", "220800", "222400"})
-UPDATE_FREQUENCIES = ("realtime", "hourly", "daily", "weekly", "monthly", "quarterly",
-                      "semiannual", "annual", "irregular")
+CITIES = frozenset(
+    {"220100", "220200", "220300", "220400", "220500", "220600", "220700", "220800", "222400"}
+)
+UPDATE_FREQUENCIES = (
+    "realtime",
+    "hourly",
+    "daily",
+    "weekly",
+    "monthly",
+    "quarterly",
+    "semiannual",
+    "annual",
+    "irregular",
+)
 #: identifier formats: a field checked with one of these is a key or a reference, not a data item
 IDENTIFIER_CHECKS = frozenset({"citizen_id", "credit_code"})
 #: fields that together identify a composite subject kind
@@ -88,11 +98,27 @@ SUBJECT_KEY_FIELDS: Mapping[str, tuple[str, ...]] = {"region_period": ("region",
 #: who a record is about (姓名 + 身份证号, 名称 + 统一社会信用代码), not a separate fact
 SUBJECT_LABEL_FIELDS = frozenset({"name", "subject_name"})
 #: bookkeeping fields any spec may carry; never counted as data items
-GENERIC_FIELDS = frozenset({
-    "id", "record_id", "subject_id", "version", "source", "remark", "remarks", "note",
-    "notes", "created_at", "created_at_ms", "updated_at", "updated_at_ms", "observed_at",
-    "observed_at_ms", "valid_from", "valid_to",
-})
+GENERIC_FIELDS = frozenset(
+    {
+        "id",
+        "record_id",
+        "subject_id",
+        "version",
+        "source",
+        "remark",
+        "remarks",
+        "note",
+        "notes",
+        "created_at",
+        "created_at_ms",
+        "updated_at",
+        "updated_at_ms",
+        "observed_at",
+        "observed_at_ms",
+        "valid_from",
+        "valid_to",
+    }
+)
 SCHEMA_ROOT = Path(__file__).resolve().parent.parent / "schemas" / "avro"
 
 _ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -300,10 +326,16 @@ def load_spec(entry: Resource, schema_loader: SchemaLoader) -> dict[str, Any]:
     """The entry's collection spec as JSON, checked to be a valid Avro record schema."""
     where = f"collection spec {entry.schema!r} of {entry.id}"
     path = entry.schema
-    if (not path.endswith(".avsc") or path.startswith(("/", "\\")) or "\\" in path
-            or ".." in Path(path).parts):
-        raise CatalogError(f"{where}: give a relative path of an .avsc file below schemas/avro/, "
-                           f"e.g. payloads/{entry.id.rsplit('.', 1)[-1]}.avsc")
+    if (
+        not path.endswith(".avsc")
+        or path.startswith(("/", "\\"))
+        or "\\" in path
+        or ".." in Path(path).parts
+    ):
+        raise CatalogError(
+            f"{where}: give a relative path of an .avsc file below schemas/avro/, "
+            f"e.g. payloads/{entry.id.rsplit('.', 1)[-1]}.avsc"
+        )
     try:
         raw = dict(schema_loader(path))
     except CatalogError:
@@ -331,10 +363,14 @@ def data_items(entry: Resource, spec: Mapping[str, Any]) -> frozenset[str]:
     """The data items ``entry`` collects: its spec's top-level fields that are neither
     identifiers of (or references to) subjects nor generic bookkeeping fields."""
     identifiers = {entry.subject, *SUBJECT_KEY_FIELDS.get(entry.subject, ())}
-    identifiers |= {name for name, rule in entry.field_rules.items()
-                    if rule.get("check") in IDENTIFIER_CHECKS}
-    return frozenset(n for n in _field_names(spec) if n not in identifiers
-                     and n not in SUBJECT_LABEL_FIELDS and n not in GENERIC_FIELDS)
+    identifiers |= {
+        name for name, rule in entry.field_rules.items() if rule.get("check") in IDENTIFIER_CHECKS
+    }
+    return frozenset(
+        n
+        for n in _field_names(spec)
+        if n not in identifiers and n not in SUBJECT_LABEL_FIELDS and n not in GENERIC_FIELDS
+    )
 
 
 def _regions_overlap(a: str, b: str) -> bool:
@@ -381,15 +417,15 @@ def _attribute_problems(e: Resource) -> list[str]:
     out: list[str] = []
     if e.region == PROVINCE and not _CITY_ID.match(e.id) and not _ID.match(e.id):
         out.append(f"id {e.id!r}: use lower-case dotted words such as 'population.resident'")
-    for label, value in (("name", e.name), ("department", e.department),
-                         ("provider", e.provider)):
+    for label, value in (("name", e.name), ("department", e.department), ("provider", e.provider)):
         if not value.strip():
             out.append(f"{label} is empty")
     if not _SUBJECT.match(e.subject):
         out.append(f"subject {e.subject!r}: name the kind of subject identifier, e.g. citizen_id")
     if e.update_frequency not in UPDATE_FREQUENCIES:
-        out.append(f"update_frequency {e.update_frequency!r}: use one of "
-                   f"{', '.join(UPDATE_FREQUENCIES)}")
+        out.append(
+            f"update_frequency {e.update_frequency!r}: use one of {', '.join(UPDATE_FREQUENCIES)}"
+        )
     if not e.channels:
         out.append("channels is empty: allow at least one collection channel")
     if e.share is ShareAttribute.CONDITIONAL:
@@ -399,11 +435,15 @@ def _attribute_problems(e: Resource) -> list[str]:
             out.append("share attribute 'conditional' needs a legal basis (share.legal_basis)")
     if e.share is ShareAttribute.NOT_SHARED:
         if not e.share_legal_basis.strip():
-            out.append("share attribute 'not_shared' needs a legal basis (share.legal_basis): "
-                       "sharing is the rule, refusal needs a law (article 24)")
+            out.append(
+                "share attribute 'not_shared' needs a legal basis (share.legal_basis): "
+                "sharing is the rule, refusal needs a law (article 24)"
+            )
         if e.open is not OpenAttribute.NOT_OPEN:
-            out.append(f"open attribute {e.open.value!r} contradicts share attribute "
-                       f"'not_shared': data not shared between departments cannot be opened")
+            out.append(
+                f"open attribute {e.open.value!r} contradicts share attribute "
+                f"'not_shared': data not shared between departments cannot be opened"
+            )
     if e.open is not OpenAttribute.OPEN and not e.open_legal_basis.strip():
         out.append(f"open attribute {e.open.value!r} needs a legal basis (open.legal_basis)")
     return out
@@ -412,27 +452,37 @@ def _attribute_problems(e: Resource) -> list[str]:
 def _region_problems(e: Resource, catalog: Catalog) -> list[str]:
     if e.region == PROVINCE:
         if _CITY_ID.match(e.id):
-            return [f"id {e.id!r}: a provincial resource id must not start with a region code; "
-                    f"ids '<city code>.<name>' belong to city supplementary catalogs"]
+            return [
+                f"id {e.id!r}: a provincial resource id must not start with a region code; "
+                f"ids '<city code>.<name>' belong to city supplementary catalogs"
+            ]
         return []
     if e.region not in CITIES:
-        return [f"region {e.region!r}: use {PROVINCE} (province) or a city code "
-                f"({', '.join(sorted(CITIES))})"]
+        return [
+            f"region {e.region!r}: use {PROVINCE} (province) or a city code "
+            f"({', '.join(sorted(CITIES))})"
+        ]
     out: list[str] = []
     m = _CITY_ID.match(e.id)
     if m is None or m.group(1) != e.region or not _ID.match(m.group(2)):
-        out.append(f"id {e.id!r}: a city supplementary entry's id is '{e.region}.<name>', "
-                   f"e.g. '{e.region}.population.elderly_allowance'")
+        out.append(
+            f"id {e.id!r}: a city supplementary entry's id is '{e.region}.<name>', "
+            f"e.g. '{e.region}.population.elderly_allowance'"
+        )
     else:
         local = m.group(2)
         shadowed = catalog.get(local)
         if shadowed is not None and shadowed.region == PROVINCE:
-            out.append(f"id {e.id!r} shadows provincial resource {local} (provided by "
-                       f"{shadowed.provider}): a supplementary catalog only adds data the "
-                       f"provincial catalog lacks; use {local} by sharing")
+            out.append(
+                f"id {e.id!r} shadows provincial resource {local} (provided by "
+                f"{shadowed.provider}): a supplementary catalog only adds data the "
+                f"provincial catalog lacks; use {local} by sharing"
+            )
     if not e.department.startswith(f"{e.region}-"):
-        out.append(f"department {e.department!r}: a city supplementary entry is compiled by a "
-                   f"body of that city, coded '{e.region}-...'")
+        out.append(
+            f"department {e.department!r}: a city supplementary entry is compiled by a "
+            f"body of that city, coded '{e.region}-...'"
+        )
     return out
 
 
@@ -441,11 +491,17 @@ def _field_problems(e: Resource, spec: Mapping[str, Any]) -> list[str]:
 
     fields = set(_field_names(spec))
     listed = ", ".join(sorted(fields))
-    out = [f"subject {e.subject!r}: {e.schema} has no field {name!r}, so a record cannot be "
-           f"matched to its subject (fields: {listed})"
-           for name in SUBJECT_KEY_FIELDS.get(e.subject, (e.subject,)) if name not in fields]
-    out += [f"field rule for {name!r}: {e.schema} has no such field (fields: {listed})"
-            for name in e.field_rules if name not in fields]
+    out = [
+        f"subject {e.subject!r}: {e.schema} has no field {name!r}, so a record cannot be "
+        f"matched to its subject (fields: {listed})"
+        for name in SUBJECT_KEY_FIELDS.get(e.subject, (e.subject,))
+        if name not in fields
+    ]
+    out += [
+        f"field rule for {name!r}: {e.schema} has no such field (fields: {listed})"
+        for name in e.field_rules
+        if name not in fields
+    ]
     try:
         compile_rules(e)
     except SpecError as exc:
@@ -453,40 +509,61 @@ def _field_problems(e: Resource, spec: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _spec_of(r: Resource, loader: SchemaLoader,
-             specs: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]:
+def _spec_of(
+    r: Resource, loader: SchemaLoader, specs: Mapping[str, Mapping[str, Any]]
+) -> Mapping[str, Any]:
     known = specs.get(r.id)
     return known if known is not None else load_spec(r, loader)
 
 
-def _update_problems(e: Resource, spec: Mapping[str, Any], catalog: Catalog,
-                     loader: SchemaLoader, specs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _update_problems(
+    e: Resource,
+    spec: Mapping[str, Any],
+    catalog: Catalog,
+    loader: SchemaLoader,
+    specs: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
     current = catalog.in_force(e.id)
     if current is None:
         return []
-    out = [f"{label} cannot change from {old!r} to {new!r} in an update of a resource in "
-           f"force; retire {e.id} and register a new resource instead"
-           for label, old, new in (("subject", current.subject, e.subject),
-                                   ("pool", current.pool.value, e.pool.value),
-                                   ("region", current.region, e.region)) if old != new]
+    out = [
+        f"{label} cannot change from {old!r} to {new!r} in an update of a resource in "
+        f"force; retire {e.id} and register a new resource instead"
+        for label, old, new in (
+            ("subject", current.subject, e.subject),
+            ("pool", current.pool.value, e.pool.value),
+            ("region", current.region, e.region),
+        )
+        if old != new
+    ]
     try:
         old_spec = _spec_of(current, loader, specs)
     except CatalogError as exc:
         return [*out, f"cannot check compatibility with version {current.version} in force: {exc}"]
-    out += [f"collection spec {e.schema} is not backward compatible with version "
-            f"{current.version} in force ({current.schema}): {p}"
-            for p in check_backward(old_spec, spec)]
+    out += [
+        f"collection spec {e.schema} is not backward compatible with version "
+        f"{current.version} in force ({current.schema}): {p}"
+        for p in check_backward(old_spec, spec)
+    ]
     return out
 
 
-def _duplicate_problems(e: Resource, spec: Mapping[str, Any], catalog: Catalog,
-                        loader: SchemaLoader,
-                        specs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _duplicate_problems(
+    e: Resource,
+    spec: Mapping[str, Any],
+    catalog: Catalog,
+    loader: SchemaLoader,
+    specs: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
     mine = data_items(e, spec)
     out: list[str] = []
     for other in sorted(catalog, key=lambda r: r.id):
-        if (other.id == e.id or not other.in_force or other.subject != e.subject
-                or not _regions_overlap(other.region, e.region)):
+        if (
+            other.id == e.id
+            or not other.in_force
+            or other.subject != e.subject
+            or not _regions_overlap(other.region, e.region)
+        ):
             continue
         try:
             theirs = data_items(other, _spec_of(other, loader, specs))
@@ -495,7 +572,9 @@ def _duplicate_problems(e: Resource, spec: Mapping[str, Any], catalog: Catalog,
             continue
         common = sorted(mine & theirs)
         if common:
-            out.append(f"data items {', '.join(common)} are already collected by {other.id} "
-                       f"from {other.provider}; obtain them by sharing (article 16: collect "
-                       f"once, share for use) instead of collecting them again")
+            out.append(
+                f"data items {', '.join(common)} are already collected by {other.id} "
+                f"from {other.provider}; obtain them by sharing (article 16: collect "
+                f"once, share for use) instead of collecting them again"
+            )
     return out

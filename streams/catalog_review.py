@@ -106,10 +106,14 @@ class Change:
 
     def to_mapping(self) -> dict[str, Any]:
         return {
-            "seq": self.seq, "action": self.action.value, "actor": self.actor,
-            "at_ms": self.at_ms, "version": self.version,
+            "seq": self.seq,
+            "action": self.action.value,
+            "actor": self.actor,
+            "at_ms": self.at_ms,
+            "version": self.version,
             "from_status": self.from_status.value if self.from_status else None,
-            "to_status": self.to_status.value, "reason": self.reason,
+            "to_status": self.to_status.value,
+            "reason": self.reason,
             "diff": [d.to_mapping() for d in self.diff],
             "superseded_version": self.superseded_version,
         }
@@ -118,10 +122,14 @@ class Change:
     def from_mapping(cls, raw: Mapping[str, Any]) -> Change:
         sup = raw.get("superseded_version")
         return cls(
-            seq=int(raw["seq"]), action=Action(raw["action"]), actor=str(raw["actor"]),
-            at_ms=int(raw["at_ms"]), version=int(raw["version"]),
+            seq=int(raw["seq"]),
+            action=Action(raw["action"]),
+            actor=str(raw["actor"]),
+            at_ms=int(raw["at_ms"]),
+            version=int(raw["version"]),
             from_status=Status(raw["from_status"]) if raw.get("from_status") else None,
-            to_status=Status(raw["to_status"]), reason=str(raw.get("reason", "")),
+            to_status=Status(raw["to_status"]),
+            reason=str(raw.get("reason", "")),
             diff=tuple(FieldChange.from_mapping(d) for d in raw.get("diff", [])),
             superseded_version=int(sup) if sup is not None else None,
         )
@@ -137,13 +145,17 @@ class EntryVersion:
     fingerprint: str
 
     def to_mapping(self) -> dict[str, Any]:
-        return {"resource": self.resource.to_mapping(), "spec": dict(self.spec),
-                "fingerprint": self.fingerprint}
+        return {
+            "resource": self.resource.to_mapping(),
+            "spec": dict(self.spec),
+            "fingerprint": self.fingerprint,
+        }
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> EntryVersion:
-        return cls(Resource.from_mapping(raw["resource"]), dict(raw["spec"]),
-                   str(raw["fingerprint"]))
+        return cls(
+            Resource.from_mapping(raw["resource"]), dict(raw["spec"]), str(raw["fingerprint"])
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,14 +190,19 @@ class ResourceState:
         raise CatalogError(f"{self.id} has no version {number}")
 
     def to_mapping(self) -> dict[str, Any]:
-        return {"id": self.id, "versions": [v.to_mapping() for v in self.versions],
-                "history": [c.to_mapping() for c in self.history]}
+        return {
+            "id": self.id,
+            "versions": [v.to_mapping() for v in self.versions],
+            "history": [c.to_mapping() for c in self.history],
+        }
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> ResourceState:
-        return cls(str(raw["id"]),
-                   tuple(EntryVersion.from_mapping(v) for v in raw["versions"]),
-                   tuple(Change.from_mapping(c) for c in raw["history"]))
+        return cls(
+            str(raw["id"]),
+            tuple(EntryVersion.from_mapping(v) for v in raw["versions"]),
+            tuple(Change.from_mapping(c) for c in raw["history"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +222,12 @@ class CatalogEvent:
         return self.resource_id.encode()
 
     def to_mapping(self) -> dict[str, Any]:
-        return {"format": EVENT_FORMAT, "resource_id": self.resource_id,
-                "change": self.change.to_mapping(), "state": self.state.to_mapping()}
+        return {
+            "format": EVENT_FORMAT,
+            "resource_id": self.resource_id,
+            "change": self.change.to_mapping(),
+            "state": self.state.to_mapping(),
+        }
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_mapping(), ensure_ascii=False, sort_keys=True).encode()
@@ -267,8 +288,11 @@ def _view(v: EntryVersion | None) -> dict[str, Any]:
 
 def _diff(old: EntryVersion | None, new: EntryVersion) -> tuple[FieldChange, ...]:
     a, b = _view(old), _view(new)
-    return tuple(FieldChange(k, a.get(k), b.get(k))
-                 for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k))
+    return tuple(
+        FieldChange(k, a.get(k), b.get(k))
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    )
 
 
 class CatalogBook:
@@ -281,8 +305,12 @@ class CatalogBook:
     resource), or a reviewer.
     """
 
-    def __init__(self, schema_loader: SchemaLoader | None = None, *,
-                 reviewers: Iterable[str] = (DATA_BUREAU,)) -> None:
+    def __init__(
+        self,
+        schema_loader: SchemaLoader | None = None,
+        *,
+        reviewers: Iterable[str] = (DATA_BUREAU,),
+    ) -> None:
         self.schema_loader = schema_loader
         self.reviewers = frozenset(reviewers)
         self._states: dict[str, ResourceState] = {}
@@ -336,8 +364,13 @@ class CatalogBook:
         since submission); the version in force before becomes ``superseded``."""
         state, pending = self._submitted(resource_id, "approve")
         self._check_reviewer(actor, "approve")
-        validate_entry(pending.resource, self.catalog(), self.schema_loader or _no_loader,
-                       specs=self.specs(), spec=pending.spec)
+        validate_entry(
+            pending.resource,
+            self.catalog(),
+            self.schema_loader or _no_loader,
+            specs=self.specs(),
+            spec=pending.spec,
+        )
         current = state.in_force
         versions = []
         for v in state.versions:
@@ -346,8 +379,16 @@ class CatalogBook:
             elif v is current:
                 v = replace(v, resource=replace(v.resource, status=Status.SUPERSEDED))
             versions.append(v)
-        change = self._change(state, Action.APPROVED, actor, at_ms, pending, Status.APPROVED,
-                              reason, superseded=current.resource.version if current else None)
+        change = self._change(
+            state,
+            Action.APPROVED,
+            actor,
+            at_ms,
+            pending,
+            Status.APPROVED,
+            reason,
+            superseded=current.resource.version if current else None,
+        )
         return self._emit(ResourceState(resource_id, tuple(versions), (*state.history, change)))
 
     def reject(self, resource_id: str, actor: str, reason: str, at_ms: int) -> CatalogEvent:
@@ -355,8 +396,9 @@ class CatalogBook:
         state, pending = self._submitted(resource_id, "reject")
         self._check_reviewer(actor, "reject")
         self._require_reason(reason, "reject", resource_id)
-        return self._set_status(state, pending, Action.REJECTED, Status.REJECTED, actor,
-                                reason, at_ms)
+        return self._set_status(
+            state, pending, Action.REJECTED, Status.REJECTED, actor, reason, at_ms
+        )
 
     def retire(self, resource_id: str, actor: str, reason: str, at_ms: int) -> CatalogEvent:
         """Take the resource out of force and close any draft or submitted version. Only a
@@ -366,20 +408,24 @@ class CatalogBook:
         self._require_reason(reason, "retire", resource_id)
         current, pending = state.in_force, state.pending
         if current is None and pending is None:
-            raise CatalogError(f"cannot retire {resource_id}: it is {state.latest.resource.status}"
-                               f" and has no version in force, draft or submitted")
+            raise CatalogError(
+                f"cannot retire {resource_id}: it is {state.latest.resource.status}"
+                f" and has no version in force, draft or submitted"
+            )
         if current is not None:
             self._check_reviewer(actor, "retire a resource in force")
         elif actor not in self.reviewers:
             self._check_department(state.latest.resource, actor, "withdraw")
         for v in (pending, current):
             if v is not None:
-                state = self._set_status(state, v, Action.RETIRED, Status.RETIRED, actor,
-                                         reason, at_ms, emit=False).state
+                state = self._set_status(
+                    state, v, Action.RETIRED, Status.RETIRED, actor, reason, at_ms, emit=False
+                ).state
         return self._emit(state)
 
-    def bootstrap(self, entries: Iterable[Resource], reviewer: str,
-                  at_ms: int) -> list[CatalogEvent]:
+    def bootstrap(
+        self, entries: Iterable[Resource], reviewer: str, at_ms: int
+    ) -> list[CatalogEvent]:
         """Load a starter catalog (e.g. ``Catalog.from_dir("catalog")``): each entry not yet
         in the book is submitted by its department, then approved by ``reviewer`` if its
         status says ``approved`` (provincial entries first, so city entries are checked
@@ -417,21 +463,27 @@ class CatalogBook:
         pending = state.pending
         if pending is None or pending.resource.status is not Status.SUBMITTED:
             latest = state.latest.resource
-            raise CatalogError(f"cannot {verb} {resource_id}: no version awaits review (latest "
-                               f"is version {latest.version}, {latest.status}); only a "
-                               f"submitted version can be approved or rejected")
+            raise CatalogError(
+                f"cannot {verb} {resource_id}: no version awaits review (latest "
+                f"is version {latest.version}, {latest.status}); only a "
+                f"submitted version can be approved or rejected"
+            )
         return state, pending
 
     def _check_reviewer(self, actor: str, verb: str) -> None:
         if actor not in self.reviewers:
-            raise CatalogError(f"{actor or '(no actor)'} may not {verb}: only the data bureau "
-                               f"({', '.join(sorted(self.reviewers))}) reviews the catalog")
+            raise CatalogError(
+                f"{actor or '(no actor)'} may not {verb}: only the data bureau "
+                f"({', '.join(sorted(self.reviewers))}) reviews the catalog"
+            )
 
     @staticmethod
     def _check_department(entry: Resource, actor: str, verb: str) -> None:
         if actor != entry.department:
-            raise CatalogError(f"{actor or '(no actor)'} may not {verb} {entry.id}: it is the "
-                               f"responsibility of department {entry.department}")
+            raise CatalogError(
+                f"{actor or '(no actor)'} may not {verb} {entry.id}: it is the "
+                f"responsibility of department {entry.department}"
+            )
 
     @staticmethod
     def _require_reason(reason: str, verb: str, resource_id: str) -> None:
@@ -443,12 +495,13 @@ class CatalogBook:
         if actor not in self.reviewers:
             self._check_department(entry, actor, "submit")
             if state is not None:
-                self._check_department((state.in_force or state.latest).resource, actor,
-                                       "update")
+                self._check_department((state.in_force or state.latest).resource, actor, "update")
         pending = state.pending if state else None
         if pending is not None and pending.resource.status is Status.SUBMITTED:
-            raise CatalogError(f"{entry.id} version {pending.resource.version} awaits review; "
-                               f"wait for the data bureau to approve or reject it")
+            raise CatalogError(
+                f"{entry.id} version {pending.resource.version} awaits review; "
+                f"wait for the data bureau to approve or reject it"
+            )
         if state is None:
             number = 1
         elif pending is not None:
@@ -466,30 +519,64 @@ class CatalogBook:
                 raise
             spec = {}  # a draft may name a spec that does not exist yet
         new = EntryVersion(resource, spec, spec_fingerprint(spec) if spec else "")
-        base = (pending if status is Status.DRAFT and pending is not None
-                else (state.in_force or pending or state.latest) if state else None)
+        base = (
+            pending
+            if status is Status.DRAFT and pending is not None
+            else (state.in_force or pending or state.latest)
+            if state
+            else None
+        )
         versions = [v for v in (state.versions if state else ()) if v is not pending]
         change = Change(
             seq=state.seq + 1 if state else 1,
             action=Action.DRAFTED if status is Status.DRAFT else Action.SUBMITTED,
-            actor=actor, at_ms=at_ms, version=number,
-            from_status=pending.resource.status if pending else None, to_status=status,
-            diff=_diff(base, new))
-        return self._emit(ResourceState(entry.id, (*versions, new),
-                                        (*(state.history if state else ()), change)))
+            actor=actor,
+            at_ms=at_ms,
+            version=number,
+            from_status=pending.resource.status if pending else None,
+            to_status=status,
+            diff=_diff(base, new),
+        )
+        return self._emit(
+            ResourceState(entry.id, (*versions, new), (*(state.history if state else ()), change))
+        )
 
     @staticmethod
-    def _change(state: ResourceState, action: Action, actor: str, at_ms: int,
-                v: EntryVersion, to: Status, reason: str,
-                superseded: int | None = None) -> Change:
-        return Change(seq=state.seq + 1, action=action, actor=actor, at_ms=at_ms,
-                      version=v.resource.version, from_status=v.resource.status, to_status=to,
-                      reason=reason, diff=(FieldChange("status", v.resource.status.value,
-                                                       to.value),),
-                      superseded_version=superseded)
+    def _change(
+        state: ResourceState,
+        action: Action,
+        actor: str,
+        at_ms: int,
+        v: EntryVersion,
+        to: Status,
+        reason: str,
+        superseded: int | None = None,
+    ) -> Change:
+        return Change(
+            seq=state.seq + 1,
+            action=action,
+            actor=actor,
+            at_ms=at_ms,
+            version=v.resource.version,
+            from_status=v.resource.status,
+            to_status=to,
+            reason=reason,
+            diff=(FieldChange("status", v.resource.status.value, to.value),),
+            superseded_version=superseded,
+        )
 
-    def _set_status(self, state: ResourceState, v: EntryVersion, action: Action, to: Status,
-                    actor: str, reason: str, at_ms: int, *, emit: bool = True) -> CatalogEvent:
+    def _set_status(
+        self,
+        state: ResourceState,
+        v: EntryVersion,
+        action: Action,
+        to: Status,
+        actor: str,
+        reason: str,
+        at_ms: int,
+        *,
+        emit: bool = True,
+    ) -> CatalogEvent:
         updated = replace(v, resource=replace(v.resource, status=to))
         versions = tuple(updated if x is v else x for x in state.versions)
         change = self._change(state, action, actor, at_ms, v, to, reason)

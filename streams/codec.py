@@ -137,7 +137,9 @@ def decode(data: bytes, writer: Schema, reader: Schema | None = None) -> Any:
     except Exception as exc:  # truncated or corrupt bodies raise many types
         raise CodecError(Reason.UNDECODABLE, f"{writer.name}: {type(exc).__name__}: {exc}") from exc
     if fo.tell() != len(data):
-        raise CodecError(Reason.UNDECODABLE, f"{writer.name}: {len(data) - fo.tell()} trailing bytes")
+        raise CodecError(
+            Reason.UNDECODABLE, f"{writer.name}: {len(data) - fo.tell()} trailing bytes"
+        )
     return out
 
 

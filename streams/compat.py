@@ -120,8 +120,12 @@ class _Checker:
             kind = node.get("type")
             if isinstance(kind, dict | list):
                 return _Checker._resolve(kind, names)
-            if isinstance(kind, str) and kind not in PRIMITIVES and kind not in NAMED \
-                    and kind not in ("array", "map"):
+            if (
+                isinstance(kind, str)
+                and kind not in PRIMITIVES
+                and kind not in NAMED
+                and kind not in ("array", "map")
+            ):
                 return names.get(kind, kind)
         return node
 
@@ -175,8 +179,10 @@ class _Checker:
             self._branch(w, r, path, w)
             return None
         if wk != rk and rk not in PROMOTIONS.get(wk, frozenset()):
-            return (f"{where}: type changed from {self.describe(w, self.old_names)} to "
-                    f"{self.describe(r, self.new_names)}")
+            return (
+                f"{where}: type changed from {self.describe(w, self.old_names)} to "
+                f"{self.describe(r, self.new_names)}"
+            )
         if wk in PRIMITIVES:
             wl = w.get("logicalType") if isinstance(w, dict) else None
             rl = r.get("logicalType") if isinstance(r, dict) else None
@@ -210,16 +216,20 @@ class _Checker:
         if any(self._readable(w, b, path) for b in branches):
             return
         wk = self._kind(w)
-        same = [b for b in branches
-                if self._kind(self._resolve(b, self.new_names)) == wk
-                and (wk not in NAMED or self._same_name(w, self._resolve(b, self.new_names)))]
+        same = [
+            b
+            for b in branches
+            if self._kind(self._resolve(b, self.new_names)) == wk
+            and (wk not in NAMED or self._same_name(w, self._resolve(b, self.new_names)))
+        ]
         if same:
             self.check(w, same[0], path)
             return
         self.problems.append(
             f"{path or '(top level)'}: type changed from {self.describe(whole, self.old_names)} to "
             f"{self.describe(r, self.new_names)}, which cannot hold "
-            f"{self.describe(w, self.old_names)} values")
+            f"{self.describe(w, self.old_names)} values"
+        )
 
     @staticmethod
     def _same_name(w: Mapping[str, Any], r: Mapping[str, Any]) -> bool:
@@ -229,8 +239,10 @@ class _Checker:
     def _record(self, w: dict[str, Any], r: dict[str, Any], path: str) -> str | None:
         where = path or "(top level)"
         if not self._same_name(w, r):
-            return (f"{where}: record {_short(w['name'])} renamed to {_short(r['name'])}; "
-                    f"add \"aliases\": [\"{_short(w['name'])}\"] to the new record")
+            return (
+                f"{where}: record {_short(w['name'])} renamed to {_short(r['name'])}; "
+                f'add "aliases": ["{_short(w["name"])}"] to the new record'
+            )
         pair = (str(w["name"]), str(r["name"]))
         if pair in self._seen:
             return None
@@ -246,7 +258,8 @@ class _Checker:
                     self.problems.append(
                         f"{fpath}: field added without a default, so records written with the "
                         f"old schema cannot be read; give it a default (e.g. type "
-                        f"[\"null\", ...] with default null)")
+                        f'["null", ...] with default null)'
+                    )
                 continue
             matched.add(wf["name"])
             self.check(wf["type"], rf["type"], fpath)
@@ -255,7 +268,8 @@ class _Checker:
                 fpath = f"{path}.{name}" if path else str(name)
                 self.problems.append(
                     f"{fpath}: required field removed (it has no default in the version in "
-                    f"force); keep it, or rename it with an alias")
+                    f"force); keep it, or rename it with an alias"
+                )
         return None
 
     def _enum(self, w: dict[str, Any], r: dict[str, Any], where: str) -> str | None:

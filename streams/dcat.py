@@ -24,7 +24,12 @@ from streams.catalog import PROVINCE, Catalog, OpenAttribute, Resource, ShareAtt
 from streams.pools import Pool
 
 __all__ = [
-    "ACCESS_RIGHTS", "CONTEXT", "DATA_THEMES", "DEFAULT_BASE_URI", "FREQUENCIES", "to_dcat_ap",
+    "ACCESS_RIGHTS",
+    "CONTEXT",
+    "DATA_THEMES",
+    "DEFAULT_BASE_URI",
+    "FREQUENCIES",
+    "to_dcat_ap",
 ]
 
 DEFAULT_BASE_URI = "https://data.jl.gov.cn/xiangyun/"
@@ -74,8 +79,12 @@ def _ref(uri: str) -> dict[str, str]:
 
 
 def _dataset(r: Resource, base: str) -> dict[str, Any]:
-    pool = {"@id": f"{base}pool/{r.pool.value}", "@type": "skos:Concept",
-            "skos:prefLabel": r.pool.value, "skos:inScheme": _ref(f"{base}pool")}
+    pool = {
+        "@id": f"{base}pool/{r.pool.value}",
+        "@type": "skos:Concept",
+        "skos:prefLabel": r.pool.value,
+        "skos:inScheme": _ref(f"{base}pool"),
+    }
     themes: list[dict[str, Any]] = [pool]
     if r.pool in DATA_THEMES:
         themes.append(_ref(DATA_THEMES[r.pool]))
@@ -84,15 +93,26 @@ def _dataset(r: Resource, base: str) -> dict[str, Any]:
         "@type": "dcat:Dataset",
         "dct:identifier": r.id,
         "dct:title": r.name,
-        "dct:description": r.description or (
+        "dct:description": r.description
+        or (
             f"{r.name}: provided by {r.provider} under the responsibility of {r.department}, "
-            f"collected into the {r.pool.value} pool"),
-        "dct:publisher": {"@id": f"{base}agent/{r.department}", "@type": "foaf:Agent",
-                          "foaf:name": r.department},
-        "dct:creator": {"@id": f"{base}agent/{r.provider}", "@type": "foaf:Agent",
-                        "foaf:name": r.provider},
-        "dct:spatial": {"@id": f"{base}region/{r.region}", "@type": "dct:Location",
-                        "skos:notation": r.region},
+            f"collected into the {r.pool.value} pool"
+        ),
+        "dct:publisher": {
+            "@id": f"{base}agent/{r.department}",
+            "@type": "foaf:Agent",
+            "foaf:name": r.department,
+        },
+        "dct:creator": {
+            "@id": f"{base}agent/{r.provider}",
+            "@type": "foaf:Agent",
+            "foaf:name": r.provider,
+        },
+        "dct:spatial": {
+            "@id": f"{base}region/{r.region}",
+            "@type": "dct:Location",
+            "skos:notation": r.region,
+        },
         "dcat:theme": themes,
         "dct:accessRights": _ref(ACCESS_RIGHTS[r.open]),
         "dct:accrualPeriodicity": _ref(FREQUENCIES.get(r.update_frequency, UNKNOWN_FREQUENCY)),
@@ -125,14 +145,24 @@ def to_dcat_ap(catalog: Catalog, base_uri: str = DEFAULT_BASE_URI) -> dict[str, 
         "@id": f"{base}catalog",
         "@type": "dcat:Catalog",
         "dct:title": "Jilin public data resource catalog (吉林省公共数据资源目录)",
-        "dct:description": ("Public data resources in force on the Xiangyun platform: the "
-                            "provincial catalog and the cities' supplementary catalogs."),
-        "dct:publisher": {"@id": f"{base}agent/data-bureau", "@type": "foaf:Agent",
-                          "foaf:name": "Jilin Provincial Government Services and "
-                                       "Digitalization Bureau"},
-        "dct:spatial": {"@id": f"{base}region/{PROVINCE}", "@type": "dct:Location",
-                        "skos:notation": PROVINCE},
-        "dcat:themeTaxonomy": {"@id": f"{base}pool", "@type": "skos:ConceptScheme",
-                               "dct:title": "Xiangyun resource pools"},
+        "dct:description": (
+            "Public data resources in force on the Xiangyun platform: the "
+            "provincial catalog and the cities' supplementary catalogs."
+        ),
+        "dct:publisher": {
+            "@id": f"{base}agent/data-bureau",
+            "@type": "foaf:Agent",
+            "foaf:name": "Jilin Provincial Government Services and Digitalization Bureau",
+        },
+        "dct:spatial": {
+            "@id": f"{base}region/{PROVINCE}",
+            "@type": "dct:Location",
+            "skos:notation": PROVINCE,
+        },
+        "dcat:themeTaxonomy": {
+            "@id": f"{base}pool",
+            "@type": "skos:ConceptScheme",
+            "dct:title": "Xiangyun resource pools",
+        },
         "dcat:dataset": datasets,
     }

@@ -52,10 +52,15 @@ class Envelope:
     def to_avro(self) -> dict[str, Any]:
         # Built by hand: dataclasses.asdict deep-copies and was the hot spot of encoding.
         return {
-            "record_id": self.record_id, "resource_id": self.resource_id,
-            "subject_id": self.subject_id, "provider": self.provider, "region": self.region,
-            "channel": self.channel.value, "consent_ref": self.consent_ref,
-            "observed_at_ms": self.observed_at_ms, "version": self.version,
+            "record_id": self.record_id,
+            "resource_id": self.resource_id,
+            "subject_id": self.subject_id,
+            "provider": self.provider,
+            "region": self.region,
+            "channel": self.channel.value,
+            "consent_ref": self.consent_ref,
+            "observed_at_ms": self.observed_at_ms,
+            "version": self.version,
             "payload": self.payload,
         }
 

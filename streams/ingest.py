@@ -20,7 +20,7 @@ from streams.envelope import Envelope, EnvelopeCodec
 from streams.identifiers import city_of, is_region
 from streams.pools import Pool
 from streams.reasons import Reason
-from streams.spec import check_fields, check_subject
+from streams.spec import check_fields, check_subject, subject_of
 from streams.topics import Topics
 
 __all__ = ["IngestRejection", "Ingestor", "Outcome", "OutcomeKind"]
@@ -83,7 +83,11 @@ class Ingestor:
 
     # -- the decision ------------------------------------------------------------------
     def process(
-        self, key: bytes | None, value: bytes | None, topic: str = "", partition: int = -1,
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str = "",
+        partition: int = -1,
         offset: int = -1,
     ) -> Outcome:
         try:
@@ -94,8 +98,15 @@ class Ingestor:
             return self.reject(err.reason, err.detail, key, value, topic, partition, offset)
         except Exception as exc:  # a bug must not lose the record: reject it, keep going
             log.exception("ingest: unexpected error at %s[%s]@%s", topic, partition, offset)
-            return self.reject(Reason.UNDECODABLE, f"internal: {type(exc).__name__}: {exc}",
-                               key, value, topic, partition, offset)
+            return self.reject(
+                Reason.UNDECODABLE,
+                f"internal: {type(exc).__name__}: {exc}",
+                key,
+                value,
+                topic,
+                partition,
+                offset,
+            )
 
     def _decide(self, key: bytes | None, value: bytes | None) -> Outcome:
         if not value:
@@ -116,12 +127,32 @@ class Ingestor:
         failure = check_fields(resource, payload)
         if failure:
             raise IngestRejection(Reason.FIELD_RULE, f"{resource.id}: {failure}")
+        if subject_of(resource, payload) != env.subject_id:
+            # The key must name the payload's own subject, or compaction files it elsewhere.
+            raise IngestRejection(
+                Reason.INVALID_SUBJECT,
+                f"{resource.id}: subject_id is not the payload's {resource.subject}",
+            )
         if env.provider != resource.provider:
             # Not the authoritative source: keep as evidence, never as the pool's truth.
-            return Outcome(OutcomeKind.VERIFICATION, self.topics.verification, key, value,
-                           resource.pool, None, resource.id)
-        return Outcome(OutcomeKind.ACCEPTED, self._pool_topics[resource.pool], key, value,
-                       resource.pool, None, resource.id)
+            return Outcome(
+                OutcomeKind.VERIFICATION,
+                self.topics.verification,
+                key,
+                value,
+                resource.pool,
+                None,
+                resource.id,
+            )
+        return Outcome(
+            OutcomeKind.ACCEPTED,
+            self._pool_topics[resource.pool],
+            key,
+            value,
+            resource.pool,
+            None,
+            resource.id,
+        )
 
     def _ensure_known(self, data: bytes) -> None:
         fp = read_fingerprint(data)
@@ -132,21 +163,28 @@ class Ingestor:
         catalog = self.catalog()
         resource = catalog.get(env.resource_id)
         if resource is None:
-            raise IngestRejection(Reason.UNKNOWN_RESOURCE, f"{env.resource_id!r:.120} not in catalog")
+            raise IngestRejection(
+                Reason.UNKNOWN_RESOURCE, f"{env.resource_id!r:.120} not in catalog"
+            )
         if not resource.in_force:
-            raise IngestRejection(Reason.RESOURCE_NOT_IN_FORCE,
-                                  f"{resource.id} is {resource.status.value}")
+            raise IngestRejection(
+                Reason.RESOURCE_NOT_IN_FORCE, f"{resource.id} is {resource.status.value}"
+            )
         return resource
 
     @staticmethod
     def _check_envelope(env: Envelope, resource: Resource) -> None:
         if not _region_within(env.region, resource.region):
-            raise IngestRejection(Reason.REGION_MISMATCH,
-                                  f"{resource.id}: region {env.region!r:.20} is outside {resource.region}")
+            raise IngestRejection(
+                Reason.REGION_MISMATCH,
+                f"{resource.id}: region {env.region!r:.20} is outside {resource.region}",
+            )
         if env.channel not in resource.channels:
-            raise IngestRejection(Reason.CHANNEL_NOT_ALLOWED,
-                                  f"{resource.id}: channel {env.channel.value} not in "
-                                  f"{sorted(c.value for c in resource.channels)}")
+            raise IngestRejection(
+                Reason.CHANNEL_NOT_ALLOWED,
+                f"{resource.id}: channel {env.channel.value} not in "
+                f"{sorted(c.value for c in resource.channels)}",
+            )
         if resource.consent_required and not (env.consent_ref or "").strip():
             raise IngestRejection(Reason.CONSENT_MISSING, f"{resource.id} requires consent_ref")
 
@@ -160,8 +198,14 @@ class Ingestor:
 
     # -- rejection ---------------------------------------------------------------------
     def reject(
-        self, reason: Reason, detail: str, key: bytes | None, value: bytes | None,
-        topic: str, partition: int, offset: int,
+        self,
+        reason: Reason,
+        detail: str,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
     ) -> Outcome:
         record = {
             "reason": reason.value,
@@ -173,8 +217,14 @@ class Ingestor:
             "original_value": value,
             "rejected_at_ms": int(time.time() * 1000),
         }
-        return Outcome(OutcomeKind.REJECTED, self.topics.rejected, key,
-                       encode(self._rejected_schema, record), None, reason)
+        return Outcome(
+            OutcomeKind.REJECTED,
+            self.topics.rejected,
+            key,
+            encode(self._rejected_schema, record),
+            None,
+            reason,
+        )
 
 
 def _region_within(region: str, scope: str) -> bool:

@@ -37,8 +37,12 @@ class SchemaTopic:
         count = 0
         for s in schemas:
             value = json.dumps({"name": s.name, "schema": json.loads(s.canonical)}).encode()
-            producer.produce(self.topic, key=f"{s.fingerprint:016x}".encode(), value=value,
-                             on_delivery=on_delivery)
+            producer.produce(
+                self.topic,
+                key=f"{s.fingerprint:016x}".encode(),
+                value=value,
+                on_delivery=on_delivery,
+            )
             self.registry.add(s)
             count += 1
         left = producer.flush(timeout)

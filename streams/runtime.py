@@ -77,11 +77,16 @@ class Runtime:
         self.topics = Topics.of(settings)
         self.registry = SchemaRegistry.from_dir(settings.schema_dir)
         self.codec = EnvelopeCodec(self.registry, settings.schema_dir)
-        self.schema_topic = SchemaTopic(settings.kafka_bootstrap, self.topics.schemas, self.registry)
+        self.schema_topic = SchemaTopic(
+            settings.kafka_bootstrap, self.topics.schemas, self.registry
+        )
         self.catalog = catalog or StaticCatalog(Catalog.from_dir(settings.catalog_dir))
         self.metrics = metrics or Metrics()
         self.ingestor = Ingestor(
-            self.codec, self.catalog.current, self.topics, settings.schema_dir,
+            self.codec,
+            self.catalog.current,
+            self.topics,
+            settings.schema_dir,
             refresh_schemas=self.schema_topic.refresh,
         )
         self._producer: Producer | None = None
@@ -102,8 +107,9 @@ class Runtime:
         self.catalog.close()
 
     # -- the batch path ----------------------------------------------------------------
-    def decide(self, messages: Iterable[tuple[bytes | None, bytes | None, str, int, int]]
-               ) -> list[Outcome]:
+    def decide(
+        self, messages: Iterable[tuple[bytes | None, bytes | None, str, int, int]]
+    ) -> list[Outcome]:
         process = self.ingestor.process
         return [process(k, v, t, p, o) for k, v, t, p, o in messages]
 
@@ -119,8 +125,13 @@ class Runtime:
                     break
                 except BufferError:  # local queue full: let librdkafka drain it
                     self._producer.poll(0.05)
-            tally[(out.kind.value, out.pool.value if out.pool else "",
-                   out.reason.value if out.reason else "")] += 1
+            tally[
+                (
+                    out.kind.value,
+                    out.pool.value if out.pool else "",
+                    out.reason.value if out.reason else "",
+                )
+            ] += 1
         self.metrics.count(tally)
         self.metrics.batch_records.observe(len(outcomes))
 
@@ -142,8 +153,13 @@ class Runtime:
     # -- operations --------------------------------------------------------------------
     def lag(self, group: str) -> dict[tuple[str, int], int]:
         """Records in the collect topic not yet committed by ``group``."""
-        c = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": group,
-                      "enable.auto.commit": False})
+        c = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+            }
+        )
         try:
             meta = c.list_topics(self.topics.collect, timeout=10).topics[self.topics.collect]
             tps = [TopicPartition(self.topics.collect, p) for p in meta.partitions]

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
@@ -49,13 +49,26 @@ class BenchResult:
 
 def _raw_pipe(settings: Settings, src: str, dst: str, n: int, timeout: float) -> tuple[int, float]:
     """Consume ``src`` and re-produce each message to ``dst``; rate over output timestamps."""
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                  "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": True,
-                  "fetch.max.bytes": 52_428_800})
-    p = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True,
-                  "acks": "all", "linger.ms": 5, "batch.num.messages": 10000,
-                  "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "fetch.max.bytes": 52_428_800,
+        }
+    )
+    p = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "batch.num.messages": 10000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
     c.subscribe([src])
     done = 0
     first = last = 0
@@ -77,9 +90,14 @@ def _raw_pipe(settings: Settings, src: str, dst: str, n: int, timeout: float) ->
     finally:
         c.close()
     # Rate from the output's broker-side create times.
-    rc = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                   "group.id": f"bench-read-{uuid.uuid4().hex[:8]}",
-                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    rc = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"bench-read-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     rc.subscribe([dst])
     seen = 0
     try:
@@ -97,14 +115,18 @@ def _raw_pipe(settings: Settings, src: str, dst: str, n: int, timeout: float) ->
     return done, done / max((last - first) / 1000, 1e-3)
 
 
-def run_bench(settings: Settings, records: int = 200_000, start_stack: bool = True,
-              keep_topics: bool = False) -> BenchResult:
+def run_bench(
+    settings: Settings, records: int = 200_000, start_stack: bool = True, keep_topics: bool = False
+) -> BenchResult:
     if start_stack:
         Stack(settings).up()
     run_id = uuid.uuid4().hex[:6]
-    bench = dataclasses.replace(settings, topic_prefix=f"{settings.topic_prefix}-bench-{run_id}",
-                                app_id=f"{settings.app_id}-bench-{run_id}",
-                                metrics_port=settings.metrics_port + 10)
+    bench = dataclasses.replace(
+        settings,
+        topic_prefix=f"{settings.topic_prefix}-bench-{run_id}",
+        app_id=f"{settings.app_id}-bench-{run_id}",
+        metrics_port=settings.metrics_port + 10,
+    )
     topics = Topics.of(bench)
     ensure_topics(bench, topics)
     raw_out = f"{topics.prefix}.raw-out"
@@ -113,8 +135,13 @@ def run_bench(settings: Settings, records: int = 200_000, start_stack: bool = Tr
 
     registry = SchemaRegistry.from_dir(settings.schema_dir)
     codec = EnvelopeCodec(registry, settings.schema_dir)
-    gen = SampleGenerator(codec, Catalog.from_dir(settings.catalog_dir), settings.schema_dir,
-                          seed=11, broken_share=0.05)
+    gen = SampleGenerator(
+        codec,
+        Catalog.from_dir(settings.catalog_dir),
+        settings.schema_dir,
+        seed=11,
+        broken_share=0.05,
+    )
     print(f"generating {records:,} sample records ...", file=sys.stderr)
     sample = [(r.key, r.value) for r in gen.records(records)]
     producer = SourceProducer(bench, SchemaTopic(bench.kafka_bootstrap, topics.schemas, registry))
@@ -130,9 +157,15 @@ def run_bench(settings: Settings, records: int = 200_000, start_stack: bool = Tr
     start = end_offsets(bench, topics.outcomes)
     with WorkerProcess(bench, name=f"bench-worker-{run_id}") as worker:
         tally = count_outcomes(
-            bench, start, pool_topics={p.value: t for p, t in topics.pools.items()},
-            verification_topic=topics.verification, rejected_topic=topics.rejected,
-            registry=registry, expected=records, timeout=900, idle_timeout=60,
+            bench,
+            start,
+            pool_topics={p.value: t for p, t in topics.pools.items()},
+            verification_topic=topics.verification,
+            rejected_topic=topics.rejected,
+            registry=registry,
+            expected=records,
+            timeout=900,
+            idle_timeout=60,
         )
         peak = worker.peak_rss_mib()
     ingest_rate = tally.total / tally.span_s
@@ -150,13 +183,15 @@ def _cpus() -> int:
 
 
 def render(r: BenchResult) -> str:
-    return "\n".join([
-        "",
-        f"records                      {r.records:,}",
-        f"(a) raw ceiling              {r.raw_rate:>10,.0f} records/s",
-        f"(b) ingest flow (1 worker)   {r.ingest_rate:>10,.0f} records/s",
-        f"ratio (b)/(a)                {r.ratio:>10.2f}",
-        f"worker peak memory (VmHWM)   {r.worker_peak_mib:>10,.0f} MiB",
-        f"ingest outcomes read back    {r.ingest_outcomes:,}/{r.records:,}",
-        f"machine                      {r.machine}",
-    ])
+    return "\n".join(
+        [
+            "",
+            f"records                      {r.records:,}",
+            f"(a) raw ceiling              {r.raw_rate:>10,.0f} records/s",
+            f"(b) ingest flow (1 worker)   {r.ingest_rate:>10,.0f} records/s",
+            f"ratio (b)/(a)                {r.ratio:>10.2f}",
+            f"worker peak memory (VmHWM)   {r.worker_peak_mib:>10,.0f} MiB",
+            f"ingest outcomes read back    {r.ingest_outcomes:,}/{r.records:,}",
+            f"machine                      {r.machine}",
+        ]
+    )

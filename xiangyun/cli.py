@@ -52,19 +52,25 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from xiangyun.demo import render, run_demo
 
-    result = run_demo(settings, records=args.records, broken_share=args.broken_share,
-                      seed=args.seed, start_stack=not args.no_stack)
+    result = run_demo(
+        settings,
+        records=args.records,
+        broken_share=args.broken_share,
+        seed=args.seed,
+        start_stack=not args.no_stack,
+    )
     print(render(result))
     if not args.no_stack:
-        print("\nThe stack keeps running: `xiangyun stack status`, stop it with `xiangyun stack down`.")
+        print("\nThe stack keeps running; `xiangyun stack down` stops it.")
     return 0 if result.ok else 1
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from xiangyun.bench import render, run_bench
 
-    result = run_bench(settings, records=args.records, start_stack=not args.no_stack,
-                       keep_topics=args.keep_topics)
+    result = run_bench(
+        settings, records=args.records, start_stack=not args.no_stack, keep_topics=args.keep_topics
+    )
     print(render(result))
     return 0 if result.ingest_outcomes == result.records else 1
 
@@ -79,14 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="xiangyun",
         description="Xiangyun (祥云): an event-driven exchange for a province's public data on "
-                    "Apache Kafka. Configuration: XIANGYUN_* environment variables "
-                    "(`xiangyun config` lists them).",
+        "Apache Kafka. Configuration: XIANGYUN_* environment variables "
+        "(`xiangyun config` lists them).",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("stack", help="start, stop or show the local Kafka, Redis and Prometheus",
-                       description="The local stack without Docker. `up` installs what is "
-                                   "missing and waits until every service answers.")
+    s = sub.add_parser(
+        "stack",
+        help="start, stop or show the local Kafka, Redis and Prometheus",
+        description="The local stack without Docker. `up` installs what is "
+        "missing and waits until every service answers.",
+    )
     s.add_argument("verb", choices=["up", "down", "status"])
     s.set_defaults(handler=_stack)
 
@@ -98,8 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="end-to-end demo on sample data; exits 1 if counts differ")
     d.add_argument("--records", type=int, default=20_000, help="sample records (default 20000)")
-    d.add_argument("--broken-share", type=float, default=0.05,
-                   help="share of deliberately broken records (default 0.05)")
+    d.add_argument(
+        "--broken-share",
+        type=float,
+        default=0.05,
+        help="share of deliberately broken records (default 0.05)",
+    )
     d.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     d.add_argument("--no-stack", action="store_true", help="do not start the local stack")
     d.set_defaults(handler=_demo)
@@ -129,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"xiangyun: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     handler: Handler = args.handler
     try:
         return handler(args, settings)

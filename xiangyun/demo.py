@@ -39,8 +39,14 @@ class DemoResult:
         return self.tally.total == self.published and self.tally.counts == self.expected
 
 
-def run_demo(settings: Settings, records: int = 20_000, broken_share: float = 0.05,
-             seed: int = 7, start_stack: bool = True, timeout: float = 300.0) -> DemoResult:
+def run_demo(
+    settings: Settings,
+    records: int = 20_000,
+    broken_share: float = 0.05,
+    seed: int = 7,
+    start_stack: bool = True,
+    timeout: float = 300.0,
+) -> DemoResult:
     if start_stack:
         Stack(settings).up()
     topics = Topics.of(settings)
@@ -49,8 +55,10 @@ def run_demo(settings: Settings, records: int = 20_000, broken_share: float = 0.
     codec = EnvelopeCodec(registry, settings.schema_dir)
     catalog = Catalog.from_dir(settings.catalog_dir)
     gen = SampleGenerator(codec, catalog, settings.schema_dir, seed=seed, broken_share=broken_share)
-    print(f"generating {records:,} sample records ({broken_share:.0%} deliberately broken) ...",
-          file=sys.stderr)
+    print(
+        f"generating {records:,} sample records ({broken_share:.0%} deliberately broken) ...",
+        file=sys.stderr,
+    )
     sample = list(gen.records(records))
     expected = Counter(r.expected for r in sample)
     sources = Counter(r.source for r in sample)
@@ -65,9 +73,14 @@ def run_demo(settings: Settings, records: int = 20_000, broken_share: float = 0.
         began = time.monotonic()
         producer.send_all(((r.key, r.value) for r in sample), total=len(sample))
         tally = count_outcomes(
-            settings, start, pool_topics={p.value: t for p, t in topics.pools.items()},
-            verification_topic=topics.verification, rejected_topic=topics.rejected,
-            registry=registry, expected=len(sample), timeout=timeout,
+            settings,
+            start,
+            pool_topics={p.value: t for p, t in topics.pools.items()},
+            verification_topic=topics.verification,
+            rejected_topic=topics.rejected,
+            registry=registry,
+            expected=len(sample),
+            timeout=timeout,
         )
         elapsed = time.monotonic() - began
         if tally.total < len(sample):
@@ -87,19 +100,27 @@ def render(result: DemoResult) -> str:
     accepted = {k: v for k, v in sorted(t.counts.items()) if k.startswith("accepted:")}
     lines.append(f"  accepted            {sum(accepted.values()):,}")
     for k, v in accepted.items():
-        lines.append(f"    {k.split(':', 1)[1]:<18}{v:>8,}   expected {result.expected.get(k, 0):,}")
+        lines.append(
+            f"    {k.split(':', 1)[1]:<18}{v:>8,}   expected {result.expected.get(k, 0):,}"
+        )
     if t.counts.get("verification"):
         lines.append(f"  verification        {t.counts['verification']:,}")
     rejected = {k: v for k, v in sorted(t.counts.items()) if k.startswith("rejected:")}
     lines.append(f"  rejected            {sum(rejected.values()):,}")
     for k, v in rejected.items():
-        lines.append(f"    {k.split(':', 1)[1]:<18}{v:>8,}   expected {result.expected.get(k, 0):,}")
+        lines.append(
+            f"    {k.split(':', 1)[1]:<18}{v:>8,}   expected {result.expected.get(k, 0):,}"
+        )
     missing = {k: v for k, v in result.expected.items() if t.counts.get(k, 0) != v}
-    lines.append(f"  elapsed             {result.elapsed_s:.1f} s "
-                 f"({result.published / max(result.elapsed_s, 1e-9):,.0f} records/s end to end)")
+    lines.append(
+        f"  elapsed             {result.elapsed_s:.1f} s "
+        f"({result.published / max(result.elapsed_s, 1e-9):,.0f} records/s end to end)"
+    )
     if result.ok:
         lines.append("  result              OK: every record has exactly one outcome, as expected")
     else:
-        lines.append(f"  result              MISMATCH: {result.published - t.total:,} records "
-                     f"without an outcome; differing outcomes: {missing}")
+        lines.append(
+            f"  result              MISMATCH: {result.published - t.total:,} records "
+            f"without an outcome; differing outcomes: {missing}"
+        )
     return "\n".join(lines)

@@ -37,8 +37,13 @@ def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, in
 
 def wait_for_no_lag(settings: Settings, topics: Topics, timeout: float = 120.0) -> int:
     """Wait until the worker group has committed everything in the collect topic."""
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id,
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.app_id,
+            "enable.auto.commit": False,
+        }
+    )
     deadline = time.monotonic() + timeout
     try:
         meta = c.list_topics(topics.collect, timeout=10).topics[topics.collect]
@@ -50,8 +55,12 @@ def wait_for_no_lag(settings: Settings, topics: Topics, timeout: float = 120.0) 
                 lag += high - max(tp.offset, low)
             if lag == 0 or time.monotonic() > deadline:
                 return lag
-            print(f"  working off {lag:,} records left from an earlier run", end="\r",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  working off {lag:,} records left from an earlier run",
+                end="\r",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(1)
     finally:
         c.close()
@@ -90,12 +99,14 @@ def count_outcomes(
     Keys: ``accepted:<pool>``, ``verification``, ``rejected:<REASON>``.
     """
     rejected_schema = registry.by_name("org.xiangyun.Rejected")
-    c = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": f"outcome-count-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "fetch.max.bytes": 52_428_800,
-    })
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"outcome-count-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 52_428_800,
+        }
+    )
     c.assign([TopicPartition(t, p, off) for (t, p), off in start.items()])
     pool_of = {t: pool for pool, t in pool_topics.items()}
     tally = OutcomeTally()
@@ -111,9 +122,9 @@ def count_outcomes(
                 if m.error():
                     continue
                 last_seen = time.monotonic()
-                topic = m.topic()
+                topic = m.topic() or ""
                 if topic == rejected_topic:
-                    reason = decode(m.value(), rejected_schema)["reason"]
+                    reason = decode(m.value() or b"", rejected_schema)["reason"]
                     tally.counts[f"rejected:{reason}"] += 1
                 elif topic == verification_topic:
                     tally.counts["verification"] += 1
@@ -124,8 +135,12 @@ def count_outcomes(
                 tally.last_ms = max(tally.last_ms, ts)
             if progress and time.monotonic() - shown > 1:
                 shown = time.monotonic()
-                print(f"  outcomes {tally.total:,}/{expected:,} records", end="\r",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  outcomes {tally.total:,}/{expected:,} records",
+                    end="\r",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         c.close()
     if progress:

@@ -32,8 +32,12 @@ class WorkerProcess:
         env.update(self.settings.describe())
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "xiangyun", "worker"], env=env, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [sys.executable, "-m", "xiangyun", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         self.pid_path.write_text(f"{self.proc.pid}\n")
         self._wait_ready(ready_timeout)
@@ -45,8 +49,10 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}; see {self.log_path}:\n"
-                                   + self.log_tail())
+                raise RuntimeError(
+                    f"worker exited with {self.proc.returncode}; see {self.log_path}:\n"
+                    + self.log_tail()
+                )
             try:
                 with urllib.request.urlopen(url, timeout=1) as resp:
                     if b"xiangyun_worker_up 1.0" in resp.read():
@@ -95,6 +101,7 @@ class WorkerProcess:
     def __enter__(self) -> WorkerProcess:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -54,7 +54,9 @@ class Settings:
                 f"XIANGYUN_KAFKA_BOOTSTRAP={self.kafka_bootstrap!r}: expected host:port"
             )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"XIANGYUN_REDIS_URL={self.redis_url!r}: expected redis://host:port/db")
+            raise ConfigError(
+                f"XIANGYUN_REDIS_URL={self.redis_url!r}: expected redis://host:port/db"
+            )
         for name in ("kafka_controller_port", "prometheus_port", "metrics_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:
@@ -68,7 +70,9 @@ class Settings:
         if not 1 <= self.batch_size <= 100_000:
             raise ConfigError(f"XIANGYUN_BATCH_SIZE={self.batch_size}: between 1 and 100000")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ConfigError(f"XIANGYUN_LOG_LEVEL={self.log_level!r}: DEBUG, INFO, WARNING or ERROR")
+            raise ConfigError(
+                f"XIANGYUN_LOG_LEVEL={self.log_level!r}: DEBUG, INFO, WARNING or ERROR"
+            )
 
     @property
     def kafka_port(self) -> int:
@@ -98,7 +102,9 @@ class Settings:
 
     def describe(self) -> dict[str, str]:
         """Every setting with its environment variable name, for ``xiangyun config``."""
-        return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {
+            PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)
+        }
 
 
 def _coerce(key: str, raw: str, f: dataclasses.Field[Any]) -> Any:

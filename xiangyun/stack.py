@@ -45,7 +45,9 @@ class ServiceStatus:
 
     def line(self) -> str:
         state = "up" if self.answering else "down"
-        owner = f"pid {self.pid}" if self.ours and self.pid else ("external" if self.answering else "-")
+        owner = (
+            f"pid {self.pid}" if self.ours and self.pid else ("external" if self.answering else "-")
+        )
         return f"{self.name:<11} {state:<5} {self.address:<22} {owner}"
 
 
@@ -88,8 +90,12 @@ class Stack:
         log_path = self.root / f"{name}.log"
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
-                argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=cwd or self.root, start_new_session=True,
+                argv,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd or self.root,
+                start_new_session=True,
             )
         self._pidfile(name).write_text(f"{proc.pid}\n")
         return proc.pid
@@ -124,15 +130,20 @@ class Stack:
         _log(f"installing {package} from Debian's packages ...")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-        done = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
-                              env=env)
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], env=env
+        )
         if done.returncode != 0 or not shutil.which(binary):
             raise StackError(f"could not install {package}; try `apt-get install -y {package}`")
 
     def _fetch_kafka(self) -> None:
         stamp = self.libs / ".pom-sha256"
         digest = hashlib.sha256(POM.read_bytes()).hexdigest()
-        if stamp.exists() and stamp.read_text() == digest and any(self.libs.glob("kafka_2.13-*.jar")):
+        if (
+            stamp.exists()
+            and stamp.read_text() == digest
+            and any(self.libs.glob("kafka_2.13-*.jar"))
+        ):
             return
         if not shutil.which("mvn"):
             raise StackError("Maven is missing: run `apt-get install -y maven` (and a JDK 17+)")
@@ -141,11 +152,21 @@ class Stack:
             shutil.rmtree(self.libs)
         self.libs.mkdir(parents=True)
         done = subprocess.run(
-            ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-             f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime"],
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={self.libs}",
+                "-DincludeScope=runtime",
+            ],
         )
         if done.returncode != 0:
-            raise StackError("mvn could not fetch the Kafka jars; check network access to Maven Central")
+            raise StackError(
+                "mvn could not fetch the Kafka jars; check network access to Maven Central"
+            )
         stamp.write_text(digest)
 
     # -- Kafka -------------------------------------------------------------------------
@@ -155,52 +176,62 @@ class Stack:
         props = kdir / "server.properties"
         port, ctl = self.s.kafka_port, self.s.kafka_controller_port
         props.write_text(
-            "\n".join([
-                "# Written by `xiangyun stack up`; edits are overwritten.",
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{ctl}",
-                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctl}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-                "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                f"log.dirs={data}",
-                f"num.partitions={self.s.partitions}",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=4",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=false",
-                "log.retention.hours=168",
-                "log.segment.bytes=268435456",
-                "",
-            ])
+            "\n".join(
+                [
+                    "# Written by `xiangyun stack up`; edits are overwritten.",
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{ctl}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctl}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={data}",
+                    f"num.partitions={self.s.partitions}",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "log.retention.hours=168",
+                    "log.segment.bytes=268435456",
+                    "",
+                ]
+            )
         )
         (kdir / "log4j2.properties").write_text(
-            "\n".join([
-                "rootLogger.level=WARN",
-                "rootLogger.appenderRef.stdout.ref=STDOUT",
-                "appender.stdout.type=Console",
-                "appender.stdout.name=STDOUT",
-                "appender.stdout.layout.type=PatternLayout",
-                "appender.stdout.layout.pattern=[%d] %p %m (%c)%n",
-                "logger.kafka.name=kafka",
-                "logger.kafka.level=WARN",
-                "logger.server.name=org.apache.kafka.server",
-                "logger.server.level=INFO",
-                "",
-            ])
+            "\n".join(
+                [
+                    "rootLogger.level=WARN",
+                    "rootLogger.appenderRef.stdout.ref=STDOUT",
+                    "appender.stdout.type=Console",
+                    "appender.stdout.name=STDOUT",
+                    "appender.stdout.layout.type=PatternLayout",
+                    "appender.stdout.layout.pattern=[%d] %p %m (%c)%n",
+                    "logger.kafka.name=kafka",
+                    "logger.kafka.level=WARN",
+                    "logger.server.name=org.apache.kafka.server",
+                    "logger.server.level=INFO",
+                    "",
+                ]
+            )
         )
         return props
 
     def _java(self, main: str, *args: str, heap: str = "256m") -> list[str]:
         return [
-            "java", f"-Xmx{heap}", "-Xms128m",
-            "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            "java",
+            f"-Xmx{heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.root / 'kafka' / 'log4j2.properties'}",
-            "-cp", f"{self.libs}/*", main, *args,
+            "-cp",
+            f"{self.libs}/*",
+            main,
+            *args,
         ]
 
     def _kafka_answers(self) -> bool:
@@ -225,10 +256,17 @@ class Stack:
         if not (data / "meta.properties").exists():
             _log("formatting Kafka storage (KRaft) ...")
             done = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "--ignore-formatted",
-                           "-t", _cluster_id(),
-                           "-c", str(props)),
-                capture_output=True, text=True,
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--ignore-formatted",
+                    "-t",
+                    _cluster_id(),
+                    "-c",
+                    str(props),
+                ),
+                capture_output=True,
+                text=True,
             )
             if done.returncode != 0:
                 raise StackError(f"Kafka storage format failed:\n{done.stdout}\n{done.stderr}")
@@ -253,11 +291,27 @@ class Stack:
         rdir = self.root / "redis"
         rdir.mkdir(parents=True, exist_ok=True)
         _log(f"starting Redis on 127.0.0.1:{self.s.redis_port} ...")
-        pid = self._spawn("redis", [
-            "redis-server", "--bind", "127.0.0.1", "--port", str(self.s.redis_port),
-            "--dir", str(rdir), "--appendonly", "yes", "--save", "", "--daemonize", "no",
-            "--protected-mode", "yes",
-        ], cwd=rdir)
+        pid = self._spawn(
+            "redis",
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.s.redis_port),
+                "--dir",
+                str(rdir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
+            cwd=rdir,
+        )
         self._wait("redis", self._redis_answers, 30, pid)
 
     # -- Prometheus --------------------------------------------------------------------
@@ -275,12 +329,18 @@ class Stack:
         pdir = self.root / "prometheus"
         pdir.mkdir(parents=True, exist_ok=True)
         _log(f"starting Prometheus on 127.0.0.1:{self.s.prometheus_port} ...")
-        pid = self._spawn("prometheus", [
-            "prometheus", f"--config.file={PROMETHEUS_CONFIG}",
-            f"--storage.tsdb.path={pdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.s.prometheus_port}",
-            "--storage.tsdb.retention.time=7d", "--web.enable-lifecycle",
-        ], cwd=pdir)
+        pid = self._spawn(
+            "prometheus",
+            [
+                "prometheus",
+                f"--config.file={PROMETHEUS_CONFIG}",
+                f"--storage.tsdb.path={pdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.s.prometheus_port}",
+                "--storage.tsdb.retention.time=7d",
+                "--web.enable-lifecycle",
+            ],
+            cwd=pdir,
+        )
         self._wait("prometheus", self._prometheus_answers, 60, pid)
 
     # -- verbs -------------------------------------------------------------------------

@@ -20,11 +20,17 @@ def register_ingest(app: faust.App, runtime: Runtime) -> None:
 
     @app.agent(collect, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(batch_size, within=0.05):
+        take = stream.take_events  # type: ignore[attr-defined]
+        async for events in take(batch_size, within=0.05):
             with metrics.batch_seconds.time():
                 outcomes = runtime.decide(
-                    (e.message.key, e.message.value, e.message.topic, e.message.partition,
-                     e.message.offset)
+                    (
+                        e.message.key,
+                        e.message.value,
+                        e.message.topic,
+                        e.message.partition,
+                        e.message.offset,
+                    )
                     for e in events
                 )
                 runtime.emit(outcomes)

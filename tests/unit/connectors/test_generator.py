@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from connectors.generator import BROKEN_KINDS, SampleGenerator, SampleRecord, counts
-from streams.catalog import PROVINCE, Catalog, Resource
+from streams.catalog import Catalog, Resource
 from streams.codec import CodecError, Schema, SchemaRegistry, decode, encode, read_fingerprint
 from streams.envelope import Envelope, EnvelopeCodec
 from streams.identifiers import (
@@ -22,8 +22,10 @@ from streams.identifiers import (
     is_valid_credit_code,
     is_valid_date,
 )
+from streams.ingest import Ingestor, OutcomeKind
 from streams.reasons import Reason
 from streams.spec import check_fields, check_subject, subject_of
+from streams.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "schemas" / "avro"
@@ -42,41 +44,15 @@ def spec_of(resource_id: str) -> Schema:
 
 
 def classify(codec: EnvelopeCodec, rec: SampleRecord) -> tuple[str, str]:
-    """A reference ingest: the outcome and a detail, checks in the order the ingest runs them
-    (envelope bytes, key, catalog scope, region, channel, consent, subject, payload, fields)."""
-    try:
-        env = codec.decode(rec.value)
-    except CodecError as exc:
-        return f"rejected:{exc.reason.value}", exc.detail
-    if rec.key != env.key:
-        return f"rejected:{Reason.KEY_MISMATCH.value}", ""
-    resource = CATALOG.get(env.resource_id)
-    if resource is None:
-        return f"rejected:{Reason.UNKNOWN_RESOURCE.value}", env.resource_id
-    if not resource.in_force:
-        return f"rejected:{Reason.RESOURCE_NOT_IN_FORCE.value}", env.resource_id
-    region_ok = env.region == resource.region or (
-        is_region(env.region) and resource.region in (PROVINCE, city_of(env.region))
-    )
-    if not region_ok:
-        return f"rejected:{Reason.REGION_MISMATCH.value}", env.region
-    if env.channel not in resource.channels:
-        return f"rejected:{Reason.CHANNEL_NOT_ALLOWED.value}", env.channel.value
-    if resource.consent_required and not env.consent_ref:
-        return f"rejected:{Reason.CONSENT_MISSING.value}", ""
-    problem = check_subject(resource, env.subject_id)
-    if problem is not None:
-        return f"rejected:{Reason.INVALID_SUBJECT.value}", problem
-    try:
-        payload = codec.decode_payload(env, spec_of(resource.id))
-    except CodecError as exc:
-        return f"rejected:{exc.reason.value}", exc.detail
-    problem = check_fields(resource, payload)
-    if problem is not None:
-        return f"rejected:{Reason.FIELD_RULE.value}", problem
-    if subject_of(resource, payload) != env.subject_id:
-        return "rejected:SUBJECT_NOT_PAYLOAD", ""
-    return f"accepted:{resource.pool.value}", ""
+    """The outcome the real ingest decision gives a record, and its detail."""
+    ingestor = Ingestor(codec, lambda: CATALOG, Topics("t"), SCHEMAS)
+    out = ingestor.process(rec.key, rec.value)
+    if out.kind is OutcomeKind.REJECTED:
+        assert out.reason is not None
+        detail = decode(out.value, ingestor._rejected_schema)["detail"]
+        return f"rejected:{out.reason.value}", detail
+    assert out.pool is not None
+    return f"{out.kind.value}:{out.pool.value}", ""
 
 
 @pytest.fixture(scope="module")

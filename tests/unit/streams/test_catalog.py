@@ -43,14 +43,29 @@ def field(name: str, type_: Any = "string", **extra: Any) -> dict[str, Any]:
 
 
 def record(name: str, *fields: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "record", "name": name, "namespace": "org.xiangyun.test",
-            "fields": list(fields)}
+    return {
+        "type": "record",
+        "name": name,
+        "namespace": "org.xiangyun.test",
+        "fields": list(fields),
+    }
 
 
-RESIDENT = record("Resident", field("citizen_id"), field("name"), field("gender"),
-                  field("birth_date"), field("household_region"))
-ENTERPRISE = record("Enterprise", field("credit_code"), field("name"),
-                    field("registered_region"), field("legal_representative"))
+RESIDENT = record(
+    "Resident",
+    field("citizen_id"),
+    field("name"),
+    field("gender"),
+    field("birth_date"),
+    field("household_region"),
+)
+ENTERPRISE = record(
+    "Enterprise",
+    field("credit_code"),
+    field("name"),
+    field("registered_region"),
+    field("legal_representative"),
+)
 
 
 @pytest.fixture
@@ -75,20 +90,35 @@ def book(schemas: Path) -> CatalogBook:
 
 def resident(**changes: Any) -> Resource:
     base = Resource(
-        id="population.resident", name="Resident registration", department=GA, provider=GA,
-        pool=Pool.POPULATION, schema="payloads/resident.avsc", subject="citizen_id",
+        id="population.resident",
+        name="Resident registration",
+        department=GA,
+        provider=GA,
+        pool=Pool.POPULATION,
+        schema="payloads/resident.avsc",
+        subject="citizen_id",
         field_rules={"citizen_id": {"check": "citizen_id"}, "gender": {"enum": ["M", "F"]}},
-        update_frequency="realtime", share=ShareAttribute.CONDITIONAL,
-        share_conditions="statutory duties only", share_legal_basis="ID Card Law, art. 19",
-        open=OpenAttribute.NOT_OPEN, open_legal_basis="PIPL, art. 34")
+        update_frequency="realtime",
+        share=ShareAttribute.CONDITIONAL,
+        share_conditions="statutory duties only",
+        share_legal_basis="ID Card Law, art. 19",
+        open=OpenAttribute.NOT_OPEN,
+        open_legal_basis="PIPL, art. 34",
+    )
     return replace(base, **changes)
 
 
 def enterprise(**changes: Any) -> Resource:
     base = Resource(
-        id="legal_person.enterprise", name="Enterprise registration", department="220000-SCJG",
-        provider="220000-SCJG", pool=Pool.LEGAL_PERSON, schema="payloads/enterprise.avsc",
-        subject="credit_code", field_rules={"credit_code": {"check": "credit_code"}})
+        id="legal_person.enterprise",
+        name="Enterprise registration",
+        department="220000-SCJG",
+        provider="220000-SCJG",
+        pool=Pool.LEGAL_PERSON,
+        schema="payloads/enterprise.avsc",
+        subject="credit_code",
+        field_rules={"credit_code": {"check": "credit_code"}},
+    )
     return replace(base, **changes)
 
 
@@ -107,9 +137,13 @@ def refusal(entry: Resource, catalog: Catalog, schemas: Path, **kw: Any) -> str:
 
 
 def test_resource_mapping_round_trip_keeps_every_field() -> None:
-    r = resident(description="who lives where", channels=frozenset({Channel.DIRECT,
-                                                                    Channel.AGREEMENT}),
-                 consent_required=True, status=Status.APPROVED, version=3)
+    r = resident(
+        description="who lives where",
+        channels=frozenset({Channel.DIRECT, Channel.AGREEMENT}),
+        consent_required=True,
+        status=Status.APPROVED,
+        version=3,
+    )
     assert Resource.from_mapping(json.loads(json.dumps(r.to_mapping()))) == r
     assert "description" not in resident().to_mapping()  # unchanged shape when empty
 
@@ -169,25 +203,33 @@ def test_conditional_share_without_conditions_is_refused(schemas: Path) -> None:
 
 
 def test_not_shared_without_legal_basis_is_refused(schemas: Path) -> None:
-    msg = refusal(resident(share=ShareAttribute.NOT_SHARED, share_legal_basis=""),
-                  Catalog(), schemas)
+    msg = refusal(
+        resident(share=ShareAttribute.NOT_SHARED, share_legal_basis=""), Catalog(), schemas
+    )
     assert "share attribute 'not_shared' needs a legal basis" in msg
 
 
 def test_not_shared_with_legal_basis_passes(schemas: Path) -> None:
-    validate_entry(resident(share=ShareAttribute.NOT_SHARED, share_conditions=""),
-                   Catalog(), schema_file_loader(schemas))
+    validate_entry(
+        resident(share=ShareAttribute.NOT_SHARED, share_conditions=""),
+        Catalog(),
+        schema_file_loader(schemas),
+    )
 
 
 def test_not_shared_but_open_is_refused(schemas: Path) -> None:
-    msg = refusal(resident(share=ShareAttribute.NOT_SHARED, open=OpenAttribute.OPEN,
-                           open_legal_basis=""), Catalog(), schemas)
+    msg = refusal(
+        resident(share=ShareAttribute.NOT_SHARED, open=OpenAttribute.OPEN, open_legal_basis=""),
+        Catalog(),
+        schemas,
+    )
     assert "open attribute 'open' contradicts share attribute 'not_shared'" in msg
 
 
 @pytest.mark.parametrize("attribute", [OpenAttribute.RESTRICTED, OpenAttribute.NOT_OPEN])
 def test_restricted_or_not_open_without_legal_basis_is_refused(
-        schemas: Path, attribute: OpenAttribute) -> None:
+    schemas: Path, attribute: OpenAttribute
+) -> None:
     msg = refusal(resident(open=attribute, open_legal_basis=""), Catalog(), schemas)
     assert f"open attribute '{attribute.value}' needs a legal basis (open.legal_basis)" in msg
 
@@ -198,13 +240,17 @@ def test_unconditional_and_open_need_no_legal_basis(schemas: Path) -> None:
 
 def test_unknown_update_frequency_is_refused(schemas: Path) -> None:
     assert "update_frequency 'sometimes': use one of realtime" in refusal(
-        resident(update_frequency="sometimes"), Catalog(), schemas)
+        resident(update_frequency="sometimes"), Catalog(), schemas
+    )
 
 
 def test_all_problems_are_listed_at_once(schemas: Path) -> None:
     with pytest.raises(CatalogError) as info:
-        validate_entry(resident(share_legal_basis="", open_legal_basis="", provider=" "),
-                       Catalog(), schema_file_loader(schemas))
+        validate_entry(
+            resident(share_legal_basis="", open_legal_basis="", provider=" "),
+            Catalog(),
+            schema_file_loader(schemas),
+        )
     assert len(info.value.problems) == 3
     assert "provider is empty" in info.value.problems
 
@@ -237,7 +283,8 @@ def test_spec_that_is_not_a_record_is_refused(schemas: Path) -> None:
 @pytest.mark.parametrize("path", ["../outside.avsc", "/etc/passwd.avsc", "payloads/x.json"])
 def test_spec_path_outside_schemas_is_refused(schemas: Path, path: str) -> None:
     assert "give a relative path of an .avsc file below schemas/avro/" in refusal(
-        resident(schema=path), Catalog(), schemas)
+        resident(schema=path), Catalog(), schemas
+    )
 
 
 def test_field_rule_on_unknown_field_is_refused(schemas: Path) -> None:
@@ -259,8 +306,15 @@ def test_spec_without_the_subject_field_is_refused(schemas: Path) -> None:
 
 
 def test_data_items_exclude_identifiers_names_and_generic_fields() -> None:
-    spec = record("X", field("citizen_id"), field("name"), field("holder_id"),
-                  field("updated_at"), field("gender"), field("allowance"))
+    spec = record(
+        "X",
+        field("citizen_id"),
+        field("name"),
+        field("holder_id"),
+        field("updated_at"),
+        field("gender"),
+        field("allowance"),
+    )
     entry = resident(field_rules={"holder_id": {"check": "citizen_id"}})
     assert data_items(entry, spec) == {"gender", "allowance"}
     composite = replace(entry, subject="region_period")
@@ -269,15 +323,31 @@ def test_data_items_exclude_identifiers_names_and_generic_fields() -> None:
 
 
 def test_second_source_for_collected_data_items_is_refused(schemas: Path) -> None:
-    write(schemas, "payloads/copy.avsc", record("Copy", field("citizen_id"), field("name"),
-                                                field("gender"), field("birth_date"),
-                                                field("school")))
+    write(
+        schemas,
+        "payloads/copy.avsc",
+        record(
+            "Copy",
+            field("citizen_id"),
+            field("name"),
+            field("gender"),
+            field("birth_date"),
+            field("school"),
+        ),
+    )
     catalog = Catalog([resident(status=Status.APPROVED)])
-    copy = resident(id="education.pupil", department="220000-JYT", provider="220000-JYT",
-                    pool=Pool.THEMATIC, schema="payloads/copy.avsc")
+    copy = resident(
+        id="education.pupil",
+        department="220000-JYT",
+        provider="220000-JYT",
+        pool=Pool.THEMATIC,
+        schema="payloads/copy.avsc",
+    )
     msg = refusal(copy, catalog, schemas)
-    assert ("data items birth_date, gender are already collected by population.resident "
-            "from 220000-GA; obtain them by sharing") in msg
+    assert (
+        "data items birth_date, gender are already collected by population.resident "
+        "from 220000-GA; obtain them by sharing"
+    ) in msg
 
 
 def test_second_source_check_ignores_resources_not_in_force(schemas: Path) -> None:
@@ -290,24 +360,37 @@ def test_second_source_check_ignores_resources_not_in_force(schemas: Path) -> No
 def test_same_items_of_another_subject_kind_are_not_a_second_source(schemas: Path) -> None:
     write(schemas, "payloads/firm.avsc", record("Firm", field("credit_code"), field("gender")))
     firm = enterprise(id="legal_person.other", schema="payloads/firm.avsc")
-    validate_entry(firm, Catalog([resident(status=Status.APPROVED)]),
-                   schema_file_loader(schemas))
+    validate_entry(firm, Catalog([resident(status=Status.APPROVED)]), schema_file_loader(schemas))
 
 
 def test_sharing_only_the_subjects_name_and_id_is_allowed(schemas: Path) -> None:
-    write(schemas, "payloads/allowance.avsc", record("A", field("citizen_id"), field("name"),
-                                                     field("allowance_yuan")))
-    allowance = resident(id="social.allowance", schema="payloads/allowance.avsc",
-                         department="220000-MZ", provider="220000-MZ", pool=Pool.THEMATIC,
-                         field_rules={})
-    validate_entry(allowance, Catalog([resident(status=Status.APPROVED)]),
-                   schema_file_loader(schemas))
+    write(
+        schemas,
+        "payloads/allowance.avsc",
+        record("A", field("citizen_id"), field("name"), field("allowance_yuan")),
+    )
+    allowance = resident(
+        id="social.allowance",
+        schema="payloads/allowance.avsc",
+        department="220000-MZ",
+        provider="220000-MZ",
+        pool=Pool.THEMATIC,
+        field_rules={},
+    )
+    validate_entry(
+        allowance, Catalog([resident(status=Status.APPROVED)]), schema_file_loader(schemas)
+    )
 
 
 def test_city_entry_collecting_provincial_items_is_refused(schemas: Path) -> None:
     write(schemas, "payloads/city.avsc", record("C", field("citizen_id"), field("gender")))
-    city = resident(id="220100.population.local", region="220100", department="220100-GA",
-                    provider="220100-GA", schema="payloads/city.avsc")
+    city = resident(
+        id="220100.population.local",
+        region="220100",
+        department="220100-GA",
+        provider="220100-GA",
+        schema="payloads/city.avsc",
+    )
     msg = refusal(city, Catalog([resident(status=Status.APPROVED)]), schemas)
     assert "data items gender are already collected by population.resident from 220000-GA" in msg
 
@@ -316,22 +399,38 @@ def test_two_cities_may_collect_the_same_items_for_their_own_subjects(schemas: P
     write(schemas, "payloads/city.avsc", record("C", field("citizen_id"), field("allowance")))
 
     def city(code: str) -> Resource:
-        return resident(id=f"{code}.social.allowance", region=code, department=f"{code}-MZ",
-                        provider=f"{code}-MZ", schema="payloads/city.avsc", field_rules={})
+        return resident(
+            id=f"{code}.social.allowance",
+            region=code,
+            department=f"{code}-MZ",
+            provider=f"{code}-MZ",
+            schema="payloads/city.avsc",
+            field_rules={},
+        )
 
     catalog = Catalog([replace(city("220100"), status=Status.APPROVED)])
     validate_entry(city("222400"), catalog, schema_file_loader(schemas))
     with refused("already collected by 220100.social.allowance"):
-        validate_entry(replace(city("220100"), id="220100.social.allowance2"), catalog,
-                       schema_file_loader(schemas))
+        validate_entry(
+            replace(city("220100"), id="220100.social.allowance2"),
+            catalog,
+            schema_file_loader(schemas),
+        )
 
 
 # -- city supplementary catalogs ------------------------------------------------------------
 
 
 def city_entry(**changes: Any) -> Resource:
-    return resident(**{"id": "220100.population.local", "region": "220100",
-                       "department": "220100-GA", "provider": "220100-GA", **changes})
+    return resident(
+        **{
+            "id": "220100.population.local",
+            "region": "220100",
+            "department": "220100-GA",
+            "provider": "220100-GA",
+            **changes,
+        }
+    )
 
 
 def test_city_entry_passes(schemas: Path) -> None:
@@ -341,8 +440,9 @@ def test_city_entry_passes(schemas: Path) -> None:
 def test_city_entry_shadowing_a_provincial_resource_is_refused(schemas: Path) -> None:
     catalog = Catalog([enterprise(status=Status.APPROVED)])
     msg = refusal(city_entry(id="220100.legal_person.enterprise"), catalog, schemas)
-    assert ("id '220100.legal_person.enterprise' shadows provincial resource "
-            "legal_person.enterprise") in msg
+    assert (
+        "id '220100.legal_person.enterprise' shadows provincial resource legal_person.enterprise"
+    ) in msg
 
 
 def test_city_entry_with_a_provincial_id_is_refused(schemas: Path) -> None:
@@ -351,8 +451,9 @@ def test_city_entry_with_a_provincial_id_is_refused(schemas: Path) -> None:
 
 
 def test_city_entry_with_another_citys_prefix_is_refused(schemas: Path) -> None:
-    assert "'220100.<name>'" in refusal(city_entry(id="222400.population.local"),
-                                        Catalog(), schemas)
+    assert "'220100.<name>'" in refusal(
+        city_entry(id="222400.population.local"), Catalog(), schemas
+    )
 
 
 def test_city_entry_compiled_by_a_provincial_department_is_refused(schemas: Path) -> None:
@@ -366,8 +467,7 @@ def test_unknown_region_is_refused(schemas: Path) -> None:
 
 
 def test_provincial_id_with_a_city_prefix_is_refused(schemas: Path) -> None:
-    msg = refusal(resident(id="220100.population.resident", region=PROVINCE), Catalog(),
-                  schemas)
+    msg = refusal(resident(id="220100.population.resident", region=PROVINCE), Catalog(), schemas)
     assert "a provincial resource id must not start with a region code" in msg
 
 
@@ -398,16 +498,20 @@ def test_reject_needs_a_reason_and_keeps_the_entry_out_of_force(book: CatalogBoo
     assert book.catalog().in_force("population.resident") is None
     ev = book.submit(resident(share_legal_basis="ID Card Law 2011, art. 19"), GA, 3)
     assert ev.change.version == 2
-    assert FieldChange("share.legal_basis", "ID Card Law, art. 19",
-                       "ID Card Law 2011, art. 19") in ev.change.diff
+    assert (
+        FieldChange("share.legal_basis", "ID Card Law, art. 19", "ID Card Law 2011, art. 19")
+        in ev.change.diff
+    )
 
 
 def test_update_stays_out_of_force_until_approved(book: CatalogBook, schemas: Path) -> None:
     book.submit(resident(), GA, 1)
     book.approve("population.resident", BUREAU, "", 2)
-    write(schemas, "payloads/resident2.avsc",
-          record("Resident", *RESIDENT["fields"], field("email", ["null", "string"],
-                                                        default=None)))
+    write(
+        schemas,
+        "payloads/resident2.avsc",
+        record("Resident", *RESIDENT["fields"], field("email", ["null", "string"], default=None)),
+    )
     ev = book.submit(resident(name="Residents", schema="payloads/resident2.avsc"), GA, 3)
     assert ev.change.version == 2 and ev.change.from_status is None
     diff = {d.field: (d.old, d.new) for d in ev.change.diff}
@@ -430,25 +534,33 @@ def test_incompatible_update_is_refused(book: CatalogBook, schemas: Path) -> Non
     book.submit(resident(), GA, 1)
     book.approve("population.resident", BUREAU, "", 2)
     cases = {
-        "added.avsc": (record("Resident", *RESIDENT["fields"], field("email")),
-                       "email: field added without a default"),
-        "removed.avsc": (record("Resident", *RESIDENT["fields"][:-1]),
-                         "household_region: required field removed"),
-        "typed.avsc": (record("Resident", *RESIDENT["fields"][:-1],
-                              field("household_region", "int")),
-                       "household_region: type changed from string to int"),
+        "added.avsc": (
+            record("Resident", *RESIDENT["fields"], field("email")),
+            "email: field added without a default",
+        ),
+        "removed.avsc": (
+            record("Resident", *RESIDENT["fields"][:-1]),
+            "household_region: required field removed",
+        ),
+        "typed.avsc": (
+            record("Resident", *RESIDENT["fields"][:-1], field("household_region", "int")),
+            "household_region: type changed from string to int",
+        ),
     }
     for name, (schema, problem) in cases.items():
         write(schemas, f"payloads/{name}", schema)
         with pytest.raises(CatalogError) as info:
             book.submit(resident(schema=f"payloads/{name}"), GA, 3)
-        assert ("collection spec payloads/" + name + " is not backward compatible with "
-                "version 1 in force (payloads/resident.avsc): " + problem) in str(info.value)
+        assert (
+            "collection spec payloads/" + name + " is not backward compatible with "
+            "version 1 in force (payloads/resident.avsc): " + problem
+        ) in str(info.value)
     assert len(book.state("population.resident").versions) == 1  # type: ignore[union-attr]
 
 
 def test_spec_edited_in_place_is_checked_against_the_spec_as_approved(
-        book: CatalogBook, schemas: Path) -> None:
+    book: CatalogBook, schemas: Path
+) -> None:
     book.submit(resident(), GA, 1)
     book.approve("population.resident", BUREAU, "", 2)
     write(schemas, "payloads/resident.avsc", record("Resident", *RESIDENT["fields"][:-1]))
@@ -466,12 +578,18 @@ def test_update_cannot_change_subject_or_pool(book: CatalogBook) -> None:
 def test_approval_checks_again_for_a_second_source(book: CatalogBook, schemas: Path) -> None:
     write(schemas, "payloads/copy.avsc", record("Copy", field("citizen_id"), field("gender")))
     book.submit(resident(), GA, 1)
-    book.submit(resident(id="health.person", department="220000-WJW",
-                         provider="220000-WJW", schema="payloads/copy.avsc"),
-                "220000-WJW", 2)  # neither is in force yet: both submissions pass
+    book.submit(
+        resident(
+            id="health.person",
+            department="220000-WJW",
+            provider="220000-WJW",
+            schema="payloads/copy.avsc",
+        ),
+        "220000-WJW",
+        2,
+    )  # neither is in force yet: both submissions pass
     book.approve("population.resident", BUREAU, "", 3)
-    with refused("data items gender are already collected by population.resident from "
-                 "220000-GA"):
+    with refused("data items gender are already collected by population.resident from 220000-GA"):
         book.approve("health.person", BUREAU, "", 4)
     assert book.state("health.person").pending.resource.status is Status.SUBMITTED  # type: ignore[union-attr]
 
@@ -575,9 +693,11 @@ def test_configured_reviewers(schemas: Path) -> None:
 
 
 def run_lifecycle(book: CatalogBook, schemas: Path) -> list[CatalogEvent]:
-    write(schemas, "payloads/resident2.avsc",
-          record("Resident", *RESIDENT["fields"], field("email", ["null", "string"],
-                                                        default=None)))
+    write(
+        schemas,
+        "payloads/resident2.avsc",
+        record("Resident", *RESIDENT["fields"], field("email", ["null", "string"], default=None)),
+    )
     return [
         book.submit(resident(), GA, 1_000),
         book.approve("population.resident", BUREAU, "complete", 2_000),
@@ -605,8 +725,7 @@ def test_history_records_who_when_what(book: CatalogBook, schemas: Path) -> None
     assert first["share.legal_basis"].new == "ID Card Law, art. 19"
     assert history[1].diff == (FieldChange("status", "submitted", "approved"),)
     assert history[3].reason == "adds email" and history[3].superseded_version == 1
-    assert [d.field for d in history[2].diff] == ["schema", "spec.fields.email",
-                                                  "spec.fingerprint"]
+    assert [d.field for d in history[2].diff] == ["schema", "spec.fields.email", "spec.fingerprint"]
 
 
 def test_event_json_round_trip(book: CatalogBook, schemas: Path) -> None:
@@ -654,10 +773,16 @@ def test_a_replayed_book_goes_on_with_the_workflow(book: CatalogBook, schemas: P
     assert ev.change.version == 3 and ev.change.seq == 6  # after 5 changes of enterprise
 
 
-@pytest.mark.parametrize("raw", [
-    b"not json", b"[]", b'{"format": 99}', b'{"format": 1, "resource_id": "x"}',
-    b'{"format": 1, "resource_id": "x", "state": {"id": "y", "versions": [], "history": []}}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[]",
+        b'{"format": 99}',
+        b'{"format": 1, "resource_id": "x"}',
+        b'{"format": 1, "resource_id": "x", "state": {"id": "y", "versions": [], "history": []}}',
+    ],
+)
 def test_malformed_events_raise_catalog_error(raw: bytes) -> None:
     with pytest.raises(CatalogError):
         CatalogEvent.from_json(raw)

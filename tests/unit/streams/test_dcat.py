@@ -20,12 +20,22 @@ EU = "http://publications.europa.eu/resource/authority/"
 
 def entry(**changes: Any) -> Resource:
     base = Resource(
-        id="population.resident", name="Resident registration", department="220000-GA",
-        provider="220000-GA", pool=Pool.POPULATION, schema="payloads/resident.avsc",
-        subject="citizen_id", update_frequency="realtime", share=ShareAttribute.CONDITIONAL,
-        share_conditions="duties", share_legal_basis="ID Card Law, art. 19",
-        open=OpenAttribute.NOT_OPEN, open_legal_basis="PIPL, art. 34",
-        status=Status.APPROVED, version=2)
+        id="population.resident",
+        name="Resident registration",
+        department="220000-GA",
+        provider="220000-GA",
+        pool=Pool.POPULATION,
+        schema="payloads/resident.avsc",
+        subject="citizen_id",
+        update_frequency="realtime",
+        share=ShareAttribute.CONDITIONAL,
+        share_conditions="duties",
+        share_legal_basis="ID Card Law, art. 19",
+        open=OpenAttribute.NOT_OPEN,
+        open_legal_basis="PIPL, art. 34",
+        status=Status.APPROVED,
+        version=2,
+    )
     return replace(base, **changes)
 
 
@@ -67,30 +77,48 @@ def test_dataset_properties() -> None:
     assert d["xy:openLegalBasis"] == "PIPL, art. 34"
 
 
-@pytest.mark.parametrize(("attribute", "uri"), [
-    (OpenAttribute.OPEN, "PUBLIC"), (OpenAttribute.RESTRICTED, "RESTRICTED"),
-    (OpenAttribute.NOT_OPEN, "NON_PUBLIC"),
-])
+@pytest.mark.parametrize(
+    ("attribute", "uri"),
+    [
+        (OpenAttribute.OPEN, "PUBLIC"),
+        (OpenAttribute.RESTRICTED, "RESTRICTED"),
+        (OpenAttribute.NOT_OPEN, "NON_PUBLIC"),
+    ],
+)
 def test_access_rights_follow_the_open_attribute(attribute: OpenAttribute, uri: str) -> None:
     d = datasets(to_dcat_ap(Catalog([entry(open=attribute)])))["population.resident"]
     assert d["dct:accessRights"] == {"@id": EU + "access-right/" + uri}
 
 
-@pytest.mark.parametrize(("frequency", "code"), [
-    ("realtime", "UPDATE_CONT"), ("hourly", "HOURLY"), ("daily", "DAILY"),
-    ("weekly", "WEEKLY"), ("monthly", "MONTHLY"), ("quarterly", "QUARTERLY"),
-    ("semiannual", "ANNUAL_2"), ("annual", "ANNUAL"), ("irregular", "IRREG"),
-    ("whenever", "UNKNOWN"),
-])
+@pytest.mark.parametrize(
+    ("frequency", "code"),
+    [
+        ("realtime", "UPDATE_CONT"),
+        ("hourly", "HOURLY"),
+        ("daily", "DAILY"),
+        ("weekly", "WEEKLY"),
+        ("monthly", "MONTHLY"),
+        ("quarterly", "QUARTERLY"),
+        ("semiannual", "ANNUAL_2"),
+        ("annual", "ANNUAL"),
+        ("irregular", "IRREG"),
+        ("whenever", "UNKNOWN"),
+    ],
+)
 def test_frequency_follows_the_update_frequency(frequency: str, code: str) -> None:
     d = datasets(to_dcat_ap(Catalog([entry(update_frequency=frequency)])))["population.resident"]
     assert d["dct:accrualPeriodicity"] == {"@id": EU + "frequency/" + code}
 
 
 def test_only_resources_in_force_are_exported() -> None:
-    catalog = Catalog([entry(), entry(id="a.submitted", status=Status.SUBMITTED),
-                       entry(id="a.retired", status=Status.RETIRED),
-                       entry(id="a.superseded", status=Status.SUPERSEDED)])
+    catalog = Catalog(
+        [
+            entry(),
+            entry(id="a.submitted", status=Status.SUBMITTED),
+            entry(id="a.retired", status=Status.RETIRED),
+            entry(id="a.superseded", status=Status.SUPERSEDED),
+        ]
+    )
     assert list(datasets(to_dcat_ap(catalog))) == ["population.resident"]
 
 

@@ -12,14 +12,15 @@ def test_defaults_are_the_local_stack():
 
 
 def test_environment_overrides_with_types():
-    s = Settings.from_env({"XIANGYUN_PARTITIONS": "8", "XIANGYUN_STATE_DIR": "/tmp/x",
-                           "PATH": "/bin"})
+    s = Settings.from_env(
+        {"XIANGYUN_PARTITIONS": "8", "XIANGYUN_STATE_DIR": "/tmp/x", "PATH": "/bin"}
+    )
     assert s.partitions == 8
     assert s.state_dir == Path("/tmp/x")
 
 
 def test_unknown_setting_is_refused_and_names_the_known_ones():
-    with pytest.raises(ConfigError, match="XIANGYUN_KAFKA_BOOTSTRAPS.*XIANGYUN_KAFKA_BOOTSTRAP"):
+    with pytest.raises(ConfigError, match=r"XIANGYUN_KAFKA_BOOTSTRAPS.*XIANGYUN_KAFKA_BOOTSTRAP"):
         Settings.from_env({"XIANGYUN_KAFKA_BOOTSTRAPS": "x:1"})
 
 
