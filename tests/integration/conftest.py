@@ -1,0 +1,109 @@
+"""Integration fixtures: the real local stack, and per-test topics, group and metrics port.
+
+The stack is started if it is not running (``Stack.up`` is idempotent). A service that
+cannot be reached fails the test: integration tests never skip or fall back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from connectors.generator import SampleGenerator
+from connectors.producer import SourceProducer
+from streams.catalog import Catalog
+from streams.codec import SchemaRegistry
+from streams.envelope import EnvelopeCodec
+from streams.registry import SchemaTopic
+from streams.topics import Topics, ensure_topics
+from xiangyun.processes import WorkerProcess
+from xiangyun.settings import Settings
+from xiangyun.stack import Stack
+
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    settings = Settings.from_env()
+    try:
+        statuses = Stack(settings).up()
+    except Exception as exc:  # the message says what to install or start
+        pytest.fail(f"the local stack could not start: {exc}")
+    down = [s.name for s in statuses if not s.answering]
+    if down:
+        pytest.fail(f"services not answering: {down}; run `xiangyun stack up`")
+    return settings
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Settings:
+    """Settings of one test: its own topics, consumer group and metrics port."""
+    run = uuid.uuid4().hex[:8]
+    s = dataclasses.replace(
+        base_settings,
+        topic_prefix=f"it-{run}",
+        app_id=f"it-{run}",
+        metrics_port=_free_port(),
+        batch_size=500,
+    )
+    ensure_topics(s)
+    return s
+
+
+@pytest.fixture
+def topics(settings: Settings) -> Topics:
+    return Topics.of(settings)
+
+
+@pytest.fixture
+def registry(settings: Settings) -> SchemaRegistry:
+    return SchemaRegistry.from_dir(settings.schema_dir)
+
+
+@pytest.fixture
+def codec(registry: SchemaRegistry, settings: Settings) -> EnvelopeCodec:
+    return EnvelopeCodec(registry, settings.schema_dir)
+
+
+@pytest.fixture
+def catalog(settings: Settings) -> Catalog:
+    return Catalog.from_dir(settings.catalog_dir)
+
+
+@pytest.fixture
+def generator(codec: EnvelopeCodec, catalog: Catalog, settings: Settings) -> SampleGenerator:
+    return SampleGenerator(codec, catalog, settings.schema_dir, seed=5, broken_share=0.0)
+
+
+@pytest.fixture
+def producer(
+    settings: Settings, topics: Topics, registry: SchemaRegistry, generator: SampleGenerator
+) -> SourceProducer:
+    p = SourceProducer(settings, SchemaTopic(settings.kafka_bootstrap, topics.schemas, registry))
+    p.register([*registry, *generator.extra_schemas])
+    return p
+
+
+@pytest.fixture
+def worker(settings: Settings) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(settings, name=f"worker-{settings.app_id}").start()
+    try:
+        yield w
+    finally:
+        w.stop()
