@@ -1,0 +1,220 @@
+"""The first flow against the real broker: source system → collect topic → worker → pools."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connectors.generator import SampleGenerator
+from connectors.producer import SourceProducer
+from streams.codec import Schema, SchemaRegistry, decode, encode
+from streams.envelope import EnvelopeCodec
+from streams.topics import Topics
+from xiangyun.processes import WorkerProcess
+from xiangyun.settings import Settings
+
+Record = tuple[str, bytes | None, bytes | None]
+
+
+def read_outcomes(settings: Settings, topics: Topics, n: int, timeout: float = 60.0) -> list[Record]:
+    """Every record in the outcome topics, from the beginning, until ``n`` or a timeout."""
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"read-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+        }
+    )
+    parts = []
+    for t in topics.outcomes:
+        meta = c.list_topics(t, timeout=10).topics[t]
+        parts += [TopicPartition(t, p, OFFSET_BEGINNING) for p in meta.partitions]
+    c.assign(parts)
+    out: list[Record] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < n and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if not m.error():
+                    out.append((m.topic() or "", m.key(), m.value()))
+    finally:
+        c.close()
+    return out
+
+
+def test_services_answer(base_settings: Settings) -> None:
+    admin = AdminClient({"bootstrap.servers": base_settings.kafka_bootstrap})
+    assert admin.list_topics(timeout=10).brokers, "Kafka has no broker"
+    assert redis.Redis.from_url(base_settings.redis_url).ping()
+    url = f"http://127.0.0.1:{base_settings.prometheus_port}/api/v1/status/config"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        config = json.load(resp)["data"]["yaml"]
+    assert "job_name: xiangyun-worker" in config
+
+
+def test_valid_records_reach_their_pools(
+    settings: Settings,
+    topics: Topics,
+    generator: SampleGenerator,
+    producer: SourceProducer,
+    worker: WorkerProcess,
+) -> None:
+    sample = list(generator.records(300))
+    producer.send_all(((r.key, r.value) for r in sample), progress=False)
+
+    got = read_outcomes(settings, topics, len(sample))
+
+    assert len(got) == len(sample)
+    pool_topic = {f"accepted:{p.value}": t for p, t in topics.pools.items()}
+    where = {(k, v): t for t, k, v in got}
+    for r in sample:
+        assert where[(r.key, r.value)] == pool_topic[r.expected], r.expected
+    assert len({t for t, _, _ in got}) >= 6, "all six base pools receive records"
+
+
+def test_bad_input_is_rejected_with_reason_and_original_bytes(
+    settings: Settings,
+    topics: Topics,
+    codec: EnvelopeCodec,
+    registry: SchemaRegistry,
+    generator: SampleGenerator,
+    producer: SourceProducer,
+    worker: WorkerProcess,
+) -> None:
+    broken = SampleGenerator(
+        codec, generator.catalog, settings.schema_dir, seed=9, broken_share=1.0
+    )
+    producer.register(broken.extra_schemas)
+    sample = list(broken.records(len(broken.kinds) * 2))
+    # Bytes no producer would send, and a record without a key.
+    raw = [(None, b"\x00"), (b"k", b"\xc3\x01" + b"\xff" * 8), (b"k", b"\xc3\x01short")]
+    producer.send_all([*((r.key, r.value) for r in sample), *raw], progress=False)
+    # The worker keeps running: a valid record after the bad ones is still accepted.
+    good = next(iter(generator.records(1)))
+    producer.send_all([(good.key, good.value)], progress=False)
+
+    total = len(sample) + len(raw) + 1
+    got = read_outcomes(settings, topics, total)
+
+    assert len(got) == total
+    rejected = registry.by_name("org.xiangyun.Rejected")
+    reasons = {}
+    for t, _k, v in got:
+        if t == topics.rejected:
+            rec = decode(v or b"", rejected)
+            reasons[(rec["original_key"], rec["original_value"])] = rec["reason"]
+            assert rec["source_topic"] == topics.collect and rec["source_offset"] >= 0
+    for r in sample:
+        assert f"rejected:{reasons[(r.key, r.value)]}" == r.expected, r.kind
+    assert reasons[(None, b"\x00")] == "MALFORMED"
+    assert reasons[(b"k", b"\xc3\x01" + b"\xff" * 8)] == "UNKNOWN_SCHEMA"
+    assert reasons[(b"k", b"\xc3\x01short")] == "MALFORMED"
+    accepted = [t for t, k, v in got if (k, v) == (good.key, good.value)]
+    assert accepted == [{f"accepted:{p.value}": t for p, t in topics.pools.items()}[good.expected]]
+    assert worker.proc is not None and worker.proc.poll() is None, "worker died on bad input"
+
+
+def test_schema_published_after_worker_start_is_learned(
+    settings: Settings,
+    topics: Topics,
+    codec: EnvelopeCodec,
+    generator: SampleGenerator,
+    producer: SourceProducer,
+    worker: WorkerProcess,
+) -> None:
+    # A source system upgrades its writer schema (a new optional field) while the worker runs.
+    spec = json.loads((settings.schema_dir / "payloads" / "legal_person.avsc").read_text())
+    spec["fields"].append({"name": "website", "type": ["null", "string"], "default": None})
+    writer = Schema.parse(spec)
+    assert writer.fingerprint not in worker_known_fingerprints(settings)
+    template = next(
+        r for r in generator.records(50) if r.expected == "accepted:legal_person"
+    )
+    env = codec.decode(template.value)
+    payload = codec.decode_payload(env)
+    payload["website"] = "https://example.gov.cn"
+    new_env = dataclasses.replace(env, payload=encode(writer, payload))
+    producer.register([writer])
+    producer.send_all([(new_env.key, codec.encode(new_env))], progress=False)
+
+    got = read_outcomes(settings, topics, 1)
+
+    assert [t for t, _, _ in got] == [topics.pool(generator.catalog.get(env.resource_id).pool)]
+
+
+def worker_known_fingerprints(settings: Settings) -> set[int]:
+    return {s.fingerprint for s in SchemaRegistry.from_dir(settings.schema_dir)}
+
+
+def test_worker_killed_mid_stream_loses_nothing(
+    settings: Settings,
+    topics: Topics,
+    generator: SampleGenerator,
+    producer: SourceProducer,
+) -> None:
+    sample = list(generator.records(20_000))
+    producer.send_all(((r.key, r.value) for r in sample), progress=False)
+    first = WorkerProcess(settings, name=f"victim-{settings.app_id}").start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(read_outcomes(settings, topics, 1, 5)) < 1:
+            time.sleep(0.1)
+        first.kill()  # SIGKILL mid-stream: no chance to commit or flush
+    finally:
+        first.stop()
+    with WorkerProcess(settings, name=f"survivor-{settings.app_id}"):
+        got = read_outcomes(settings, topics, len(sample), timeout=120)
+        # At-least-once: every input has an outcome; a redelivered batch may repeat some.
+        deadline = time.monotonic() + 30
+        while len({(k, v) for _, k, v in got}) < len(sample) and time.monotonic() < deadline:
+            got = read_outcomes(settings, topics, len(got) + 1, timeout=5)
+    seen = {(k, v) for _, k, v in got}
+    missing = [r for r in sample if (r.key, r.value) not in seen]
+    assert not missing, f"{len(missing)} records lost after SIGKILL"
+    per_topic = Counter(t for t, _, _ in got)
+    assert sum(per_topic.values()) >= len(sample)
+
+
+def test_prometheus_scrapes_the_worker(settings: Settings, base_settings: Settings) -> None:
+    # Prometheus scrapes the configured worker port; run a worker there.
+    s = dataclasses.replace(settings, metrics_port=base_settings.metrics_port)
+    with WorkerProcess(s, name=f"scraped-{s.app_id}"):
+        q = "http://127.0.0.1:{}/api/v1/query?query=xiangyun_worker_up".format(
+            base_settings.prometheus_port
+        )
+        deadline = time.monotonic() + 40
+        value = None
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(q, timeout=5) as resp:
+                result = json.load(resp)["data"]["result"]
+            if result and result[0]["value"][1] == "1":
+                value = result[0]["value"][1]
+                break
+            time.sleep(1)
+    assert value == "1", "Prometheus did not scrape xiangyun_worker_up from the worker"
+
+
+def test_demo_command_adds_up(settings: Settings) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XIANGYUN_")}
+    env.update(settings.describe())
+    done = subprocess.run(
+        [sys.executable, "-m", "xiangyun", "demo", "--records", "1000", "--no-stack"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "records published   1,000" in done.stdout
+    assert "OK: every record has exactly one outcome" in done.stdout
