@@ -2,6 +2,7 @@
 PYTHON ?= python3
 PIP    ?= $(PYTHON) -m pip
 STAMP  := .stack/.installed
+XY     := $(PYTHON) -m xiangyun
 
 .DEFAULT_GOAL := help
 .PHONY: help setup stack-up stack-down stack-status demo test unit integration bench lint typecheck check clean
@@ -17,16 +18,16 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## install the package and its tools (editable)
 
 stack-up: setup ## start Kafka (KRaft), Redis and Prometheus; installs what is missing
-	xiangyun stack up
+	$(XY) stack up
 
 stack-down: ## stop the services the stack started (by PID)
-	xiangyun stack down
+	$(XY) stack down
 
 stack-status: ## show what runs where
-	xiangyun stack status
+	$(XY) stack status
 
 demo: stack-up ## the end-to-end demo on sample data (exit 1 if counts do not add up)
-	xiangyun demo
+	$(XY) demo
 
 test: stack-up ## unit and integration tests against the real local stack
 	$(PYTHON) -m pytest tests
@@ -38,7 +39,7 @@ integration: stack-up ## integration tests only
 	$(PYTHON) -m pytest tests/integration
 
 bench: stack-up ## benchmark: ingest flow vs raw Kafka ceiling (200,000 records)
-	xiangyun bench
+	$(XY) bench
 
 lint: setup ## ruff
 	ruff check .
