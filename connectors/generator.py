@@ -588,7 +588,9 @@ class SampleGenerator:
 
     ``kinds`` restricts the broken kinds (default: all of :data:`BROKEN_KINDS` that the catalog
     has a suitable resource for); ``weights`` overrides the share of valid records per resource
-    id; ``start_ms`` is the first ``observed_at_ms``.
+    id; ``start_ms`` is the first ``observed_at_ms``; ``spec_of`` gives a resource's collection
+    spec (default: the file ``schema_dir / resource.schema``; the catalog in Kafka gives the
+    spec stored with the version in force, :meth:`streams.catalog_store.CatalogStore.spec`).
     """
 
     def __init__(
@@ -602,6 +604,7 @@ class SampleGenerator:
         kinds: Iterable[str] | None = None,
         weights: Mapping[str, float] | None = None,
         start_ms: int = DEFAULT_START_MS,
+        spec_of: Callable[[Resource], Schema] | None = None,
     ) -> None:
         if not 0.0 <= broken_share <= 1.0 or math.isnan(broken_share):
             raise ValueError(f"broken_share must be within 0..1, got {broken_share}")
@@ -621,7 +624,8 @@ class SampleGenerator:
         weights = dict(weights or {})
         resources = sorted((r for r in catalog if r.in_force), key=lambda r: r.id)
         for resource in resources:
-            schema = codec.registry.add(Schema.load(schema_dir / resource.schema))
+            spec = spec_of(resource) if spec_of else Schema.load(schema_dir / resource.schema)
+            schema = codec.registry.add(spec)
             plan = self._plan(resource, schema)
             if plan is None:
                 self.skipped.append(resource.id)

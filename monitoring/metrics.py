@@ -44,6 +44,11 @@ class Metrics:
             "Catalog resources in force",
             registry=r,
         )
+        self.catalog_errors = Gauge(
+            "xiangyun_catalog_bad_records",
+            "Records of the catalog topic the worker could not apply (see its log)",
+            registry=r,
+        )
         self.schemas = Gauge(
             "xiangyun_schema_registry_schemas",
             "Schemas known to the worker",

@@ -290,6 +290,13 @@ class Catalog:
         e = self._entries.get(resource_id)
         return e if e is not None and e.in_force else None
 
+    def with_entry(self, entry: Resource) -> Catalog:
+        """A new catalog holding ``entry`` in place of its id's current one; this catalog is
+        left unchanged (copy on write: readers of a published snapshot never see it change)."""
+        other = Catalog()
+        other._entries = {**self._entries, entry.id: entry}
+        return other
+
     def __iter__(self) -> Any:
         return iter(list(self._entries.values()))
 

@@ -23,11 +23,21 @@ from streams.reasons import Reason
 from streams.spec import check_fields, check_subject, subject_of
 from streams.topics import Topics
 
-__all__ = ["IngestRejection", "Ingestor", "Outcome", "OutcomeKind"]
+__all__ = ["IngestRejection", "Ingestor", "Outcome", "OutcomeKind", "SpecOf", "file_spec_loader"]
 
 log = logging.getLogger(__name__)
 
 MAX_RECORD_BYTES = 1_048_576
+
+#: the reader schema (collection spec) of a resource's version
+SpecOf = Callable[[Resource], Schema]
+
+
+def file_spec_loader(schema_dir: Path) -> SpecOf:
+    """A :data:`SpecOf` reading ``schema_dir / resource.schema`` (unit tests, the generator).
+    A running worker takes the spec stored in the catalog instead
+    (:meth:`streams.catalog_store.CatalogStore.spec`), so editing a file cannot change it."""
+    return lambda resource: Schema.load(schema_dir / resource.schema)
 
 
 class OutcomeKind(StrEnum):
@@ -57,7 +67,13 @@ class IngestRejection(Exception):
 
 
 class Ingestor:
-    """Checks records against the envelope schema, the catalog and the collection specs."""
+    """Checks records against the envelope schema, the catalog and the collection specs.
+
+    ``catalog`` returns the catalog snapshot to decide with (read once per record);
+    ``schema_dir`` holds the platform's own schemas (``rejected.avsc``); ``spec_of`` gives
+    the reader schema of a resource's version, read once per version: in a worker the spec
+    stored in the catalog (:meth:`streams.catalog_store.CatalogStore.spec`), never a file.
+    """
 
     def __init__(
         self,
@@ -66,6 +82,7 @@ class Ingestor:
         topics: Topics,
         schema_dir: Path,
         *,
+        spec_of: SpecOf,
         refresh_schemas: Callable[[], bool] | None = None,
         rejected_schema: Schema | None = None,
     ) -> None:
@@ -73,7 +90,7 @@ class Ingestor:
         self.registry: SchemaRegistry = codec.registry
         self.catalog = catalog
         self.topics = topics
-        self.schema_dir = schema_dir
+        self.spec_of = spec_of
         self._refresh = refresh_schemas
         self._rejected_schema = rejected_schema or codec.registry.add(
             Schema.load(schema_dir / "rejected.avsc")
@@ -119,8 +136,9 @@ class Ingestor:
             raise IngestRejection(Reason.KEY_MISMATCH, f"key {key!r:.80} is not {env.key!r:.80}")
         resource = self._resource(env)
         self._check_envelope(env, resource)
+        spec = self._spec(resource)  # registers the spec: its own payloads need no lookup
         self._ensure_known(env.payload)
-        payload = self.codec.decode_payload(env, self._spec(resource))
+        payload = self.codec.decode_payload(env, spec)
         failure = check_subject(resource, env.subject_id)
         if failure:
             raise IngestRejection(Reason.INVALID_SUBJECT, f"{resource.id}: {failure}")
@@ -192,7 +210,7 @@ class Ingestor:
         k = (resource.id, resource.version)
         spec = self._specs.get(k)
         if spec is None:
-            spec = self.registry.add(Schema.load(self.schema_dir / resource.schema))
+            spec = self.registry.add(self.spec_of(resource))
             self._specs[k] = spec
         return spec
 

@@ -15,10 +15,11 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from monitoring.metrics import Metrics
-from streams.catalog import Catalog
-from streams.codec import SchemaRegistry
+from streams.catalog import SCHEMA_ROOT, Catalog, Resource
+from streams.catalog_store import CatalogStore
+from streams.codec import Schema, SchemaRegistry
 from streams.envelope import EnvelopeCodec
-from streams.ingest import Ingestor, Outcome
+from streams.ingest import Ingestor, Outcome, SpecOf, file_spec_loader
 from streams.registry import SchemaTopic
 from streams.topics import Topics, ensure_topics
 from xiangyun.settings import Settings
@@ -29,18 +30,35 @@ log = logging.getLogger(__name__)
 
 
 class CatalogSource(Protocol):
+    """Where a worker reads the catalog: :class:`~streams.catalog_store.CatalogStore`
+    (the catalog topic, the default) or :class:`StaticCatalog` (unit tests)."""
+
+    errors: int  # catalog records that could not be applied
+
+    def start(self) -> object: ...
     def current(self) -> Catalog: ...
+    def spec(self, resource: Resource) -> Schema: ...
     def close(self) -> None: ...
 
 
 class StaticCatalog:
-    """A catalog fixed at start (tests, and the starter catalog on disk)."""
+    """A catalog fixed at start, its specs read from files (unit tests only: a worker
+    follows the catalog topic)."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    errors = 0
+
+    def __init__(self, catalog: Catalog, spec_of: SpecOf | None = None) -> None:
         self._catalog = catalog
+        self._spec_of = spec_of or file_spec_loader(SCHEMA_ROOT)
+
+    def start(self) -> StaticCatalog:
+        return self
 
     def current(self) -> Catalog:
         return self._catalog
+
+    def spec(self, resource: Resource) -> Schema:
+        return self._spec_of(resource)
 
     def close(self) -> None:
         return None
@@ -80,13 +98,18 @@ class Runtime:
         self.schema_topic = SchemaTopic(
             settings.kafka_bootstrap, self.topics.schemas, self.registry
         )
-        self.catalog = catalog or StaticCatalog(Catalog.from_dir(settings.catalog_dir))
+        # The worker only follows the catalog topic; loading the starter catalog into it is
+        # `xiangyun stack up`'s, the demo's, the benchmark's or `xiangyun catalog bootstrap`'s.
+        self.catalog: CatalogSource = catalog or CatalogStore(settings)
         self.metrics = metrics or Metrics()
+        catalog_source = self.catalog
+        self.metrics.catalog_errors.set_function(lambda: catalog_source.errors)  # at scrape time
         self.ingestor = Ingestor(
             self.codec,
             self.catalog.current,
             self.topics,
             settings.schema_dir,
+            spec_of=self.catalog.spec,
             refresh_schemas=self.schema_topic.refresh,
         )
         self._producer: Producer | None = None
@@ -95,6 +118,13 @@ class Runtime:
     def start(self) -> Runtime:
         ensure_topics(self.settings, self.topics)
         self.schema_topic.follow()
+        self.catalog.start()
+        if not len(self.catalog.current()):
+            log.warning(
+                "catalog topic %s is empty: every record is refused as UNKNOWN_RESOURCE until "
+                "the catalog is loaded (`xiangyun catalog bootstrap`)",
+                self.topics.catalog,
+            )
         self._producer = output_producer(self.settings)
         self.metrics.up.set(1)
         return self

@@ -14,9 +14,11 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from streams.pools import Pool
 from xiangyun.settings import Settings
 
-__all__ = ["Topics", "ensure_topics"]
+__all__ = ["CATALOG_MAX_MESSAGE_BYTES", "Topics", "ensure_topics"]
 
 _COMPACT = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+#: largest catalog event (one resource's state with its history) the catalog topic takes
+CATALOG_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,9 @@ class Topics:
         for t in self.pools.values():
             out[t] = dict(_COMPACT)
         out[self.schemas] = dict(_COMPACT)
-        out[self.catalog] = dict(_COMPACT)
+        # A catalog event carries a resource's whole history and every version's spec; it
+        # grows with each change, so the catalog topic takes events well over 1 MiB.
+        out[self.catalog] = {**_COMPACT, "max.message.bytes": str(CATALOG_MAX_MESSAGE_BYTES)}
         return out
 
 

@@ -36,6 +36,9 @@ class CompactedView:
             "group.id": f"view-{topic}-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
+            # Transactional writers (the catalog) are seen only once committed; an aborted
+            # write is never applied. Watermarks are then the last stable offset.
+            "isolation.level": "read_committed",
         }
         self._consumer = Consumer(conf)
         self._probe = Consumer(conf)  # watermark queries from other threads
@@ -62,20 +65,27 @@ class CompactedView:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            msg = self._consumer.poll(self._poll_s)
-            if msg is not None:
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("view %s: %s", self.topic, err)
-                    continue
-                key = msg.key() or b""
-                try:
-                    self._apply(key, msg.value())
-                except Exception:  # a bad entry must not stop the view
-                    self.errors += 1
-                    log.exception("view %s: could not apply offset %s", self.topic, msg.offset())
-            self._advance()
+            try:
+                self._step()
+            except Exception:  # the client failing now and then must not end the view
+                log.exception("view %s: poll failed; retrying", self.topic)
+                self._stop.wait(self._poll_s)
+
+    def _step(self) -> None:
+        msg = self._consumer.poll(self._poll_s)
+        if msg is not None:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("view %s: %s", self.topic, err)
+                return
+            key = msg.key() or b""
+            try:
+                self._apply(key, msg.value())
+            except Exception:  # a bad entry must not stop the view
+                self.errors += 1
+                log.exception("view %s: could not apply offset %s", self.topic, msg.offset())
+        self._advance()
 
     def _advance(self) -> None:
         tps = [TopicPartition(self.topic, p) for p in self._positions]
@@ -102,6 +112,18 @@ class CompactedView:
                 return False
         with self._cond:
             while any(self._positions[p] < end for p, end in ends.items()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, self._poll_s))
+        return True
+
+    def wait_for(self, partition: int, offset: int, timeout: float = 10.0) -> bool:
+        """Wait until the record at ``offset`` of ``partition`` (and all before it) has been
+        applied; False on timeout. Read-your-writes for a writer that knows its offsets."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._positions.get(partition, -1) <= offset:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
-from streams.catalog import Catalog
+from streams.catalog_store import CatalogStore
 from streams.codec import SchemaRegistry
 from streams.envelope import EnvelopeCodec
 from streams.registry import SchemaTopic
@@ -135,13 +135,16 @@ def run_bench(
 
     registry = SchemaRegistry.from_dir(settings.schema_dir)
     codec = EnvelopeCodec(registry, settings.schema_dir)
-    gen = SampleGenerator(
-        codec,
-        Catalog.from_dir(settings.catalog_dir),
-        settings.schema_dir,
-        seed=11,
-        broken_share=0.05,
-    )
+    with CatalogStore(bench) as store:  # the worker follows the catalog topic
+        store.bootstrap()
+        gen = SampleGenerator(
+            codec,
+            store.current(),
+            settings.schema_dir,
+            seed=11,
+            broken_share=0.05,
+            spec_of=store.spec,
+        )
     print(f"generating {records:,} sample records ...", file=sys.stderr)
     sample = [(r.key, r.value) for r in gen.records(records)]
     producer = SourceProducer(bench, SchemaTopic(bench.kafka_bootstrap, topics.schemas, registry))

@@ -1,4 +1,4 @@
-"""The ``xiangyun`` command line: stack, worker, demo, bench, topics, config (and catalog)."""
+"""The ``xiangyun`` command line: stack, worker, demo, bench, topics, config, catalog."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from xiangyun.catalog_cli import add_catalog_parser, bootstrap_catalog
 from xiangyun.settings import ConfigError, Settings
 
 __all__ = ["main"]
@@ -30,7 +31,11 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     for st in statuses:
         print(st.line())
     print(f"state folder: {settings.state_dir}")
-    return 0 if all(st.answering for st in statuses) else 1
+    ok = all(st.answering for st in statuses)
+    if ok and args.verb == "up":
+        # Workers only follow the catalog topic: make sure it holds the starter catalog.
+        print(bootstrap_catalog(settings))
+    return 0 if ok else 1
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -126,12 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="print every setting and its current value")
     c.set_defaults(handler=_config)
 
-    try:
-        from xiangyun.catalog_cli import add_catalog_parser
-    except ImportError:  # catalog commands not installed in this build
-        pass
-    else:
-        add_catalog_parser(sub)
+    add_catalog_parser(sub)
     return p
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
-from streams.catalog import Catalog
+from streams.catalog_store import CatalogStore
 from streams.codec import SchemaRegistry
 from streams.envelope import EnvelopeCodec
 from streams.registry import SchemaTopic
@@ -53,8 +53,18 @@ def run_demo(
     ensure_topics(settings, topics)
     registry = SchemaRegistry.from_dir(settings.schema_dir)
     codec = EnvelopeCodec(registry, settings.schema_dir)
-    catalog = Catalog.from_dir(settings.catalog_dir)
-    gen = SampleGenerator(codec, catalog, settings.schema_dir, seed=seed, broken_share=broken_share)
+    # The worker follows the catalog topic: load the starter catalog if it is not there yet,
+    # and make records for what is in force there (an operator may have changed it).
+    with CatalogStore(settings) as store:
+        store.bootstrap()
+        gen = SampleGenerator(
+            codec,
+            store.current(),
+            settings.schema_dir,
+            seed=seed,
+            broken_share=broken_share,
+            spec_of=store.spec,
+        )
     print(
         f"generating {records:,} sample records ({broken_share:.0%} deliberately broken) ...",
         file=sys.stderr,

@@ -1,7 +1,9 @@
 """Integration fixtures: the real local stack, and per-test topics, group and metrics port.
 
 The stack is started if it is not running (``Stack.up`` is idempotent). A service that
-cannot be reached fails the test: integration tests never skip or fall back.
+cannot be reached fails the test: integration tests never skip or fall back. Each test's
+catalog topic holds the starter catalog (``settings`` bootstraps it), as after
+`xiangyun stack up`: a worker only follows the catalog topic.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
 from streams.catalog import Catalog
+from streams.catalog_store import CatalogStore
 from streams.codec import SchemaRegistry
 from streams.envelope import EnvelopeCodec
 from streams.registry import SchemaTopic
@@ -23,7 +26,6 @@ from streams.topics import Topics, ensure_topics
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
 from xiangyun.stack import Stack
-
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,7 +55,8 @@ def base_settings() -> Settings:
 
 @pytest.fixture
 def settings(base_settings: Settings) -> Settings:
-    """Settings of one test: its own topics, consumer group and metrics port."""
+    """Settings of one test: its own topics (the starter catalog loaded into its catalog
+    topic), consumer group and metrics port."""
     run = uuid.uuid4().hex[:8]
     s = dataclasses.replace(
         base_settings,
@@ -63,7 +66,20 @@ def settings(base_settings: Settings) -> Settings:
         batch_size=500,
     )
     ensure_topics(s)
+    with CatalogStore(s) as store:
+        store.bootstrap()
     return s
+
+
+@pytest.fixture
+def catalog_store(settings: Settings) -> Iterator[CatalogStore]:
+    """The test's catalog in Kafka (starter catalog loaded), following its topic."""
+    store = CatalogStore(settings)
+    try:
+        store.bootstrap()  # already done by ``settings``: writes nothing
+        yield store
+    finally:
+        store.close()
 
 
 @pytest.fixture

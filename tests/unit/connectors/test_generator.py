@@ -22,7 +22,7 @@ from streams.identifiers import (
     is_valid_credit_code,
     is_valid_date,
 )
-from streams.ingest import Ingestor, OutcomeKind
+from streams.ingest import Ingestor, OutcomeKind, file_spec_loader
 from streams.reasons import Reason
 from streams.spec import check_fields, check_subject, subject_of
 from streams.topics import Topics
@@ -45,7 +45,9 @@ def spec_of(resource_id: str) -> Schema:
 
 def classify(codec: EnvelopeCodec, rec: SampleRecord) -> tuple[str, str]:
     """The outcome the real ingest decision gives a record, and its detail."""
-    ingestor = Ingestor(codec, lambda: CATALOG, Topics("t"), SCHEMAS)
+    ingestor = Ingestor(
+        codec, lambda: CATALOG, Topics("t"), SCHEMAS, spec_of=file_spec_loader(SCHEMAS)
+    )
     out = ingestor.process(rec.key, rec.value)
     if out.kind is OutcomeKind.REJECTED:
         assert out.reason is not None
