@@ -7,6 +7,7 @@ import logging
 import faust
 
 from streams.agents.ingest import register_ingest
+from streams.collect import CollectReader
 from streams.runtime import Runtime
 from xiangyun.settings import Settings
 
@@ -23,13 +24,8 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         store="memory://",
         topic_partitions=settings.partitions,
-        topic_allow_declare=False,  # topics are created by streams.topics with their configs
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        broker_max_poll_records=settings.batch_size,
-        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
-        broker_commit_every=settings.batch_size,
-        broker_commit_interval=1.0,
     )
 
 
@@ -39,12 +35,14 @@ def run_worker(settings: Settings, runtime: Runtime | None = None) -> None:
     runtime = runtime or Runtime(settings)
     runtime.start()
     runtime.metrics.serve(settings.metrics_port, settings.metrics_host)
-    register_ingest(app, runtime)
+    reader = CollectReader(app, settings, runtime.topics.collect)
+    app.add_dependency(reader)
+    register_ingest(app, runtime, reader)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:
         try:
-            await app.loop.run_in_executor(None, runtime.report, settings.app_id)
+            await app.loop.run_in_executor(None, runtime.report, settings.ingest_group)
         except Exception as exc:  # metrics are best effort; the flow goes on
             log.warning("lag report failed: %s", exc)
 

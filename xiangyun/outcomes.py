@@ -40,7 +40,7 @@ def wait_for_no_lag(settings: Settings, topics: Topics, timeout: float = 120.0) 
     c = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": settings.app_id,
+            "group.id": settings.ingest_group,
             "enable.auto.commit": False,
         }
     )

@@ -75,6 +75,11 @@ class Settings:
             )
 
     @property
+    def ingest_group(self) -> str:
+        """Consumer group of the ingest on the collect topic (Faust's own group is app_id)."""
+        return f"{self.app_id}.ingest"
+
+    @property
     def kafka_port(self) -> int:
         return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
 

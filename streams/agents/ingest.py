@@ -1,40 +1,44 @@
 """Ingest agent (采集汇聚): collect topic → pool, verification or rejected topic.
 
-Batches of events are decided, their outputs produced and flushed; only then does Faust
-acknowledge the inputs, so a worker killed at any point re-reads what it had not written.
+Each item of its stream is a batch read by :class:`~streams.collect.CollectReader`. The
+batch is decided, its outputs produced and flushed; only then are its offsets stored, so a
+worker killed at any point re-reads what it had not written.
 """
 
 from __future__ import annotations
 
-import faust
+from collections.abc import Sequence
+from typing import Protocol
 
+import faust
+from confluent_kafka import Message
+
+from streams.collect import CollectReader
 from streams.runtime import DeliveryError, Runtime, die_on_delivery_failure
 
 __all__ = ["register_ingest"]
 
 
-def register_ingest(app: faust.App, runtime: Runtime) -> None:
-    collect = app.topic(runtime.topics.collect, key_type=bytes, value_type=bytes)
-    batch_size = runtime.settings.batch_size
+class BatchSource(Protocol):
+    channel: faust.ChannelT[Sequence[Message]]
+
+    def done(self, messages: Sequence[Message]) -> None: ...
+
+
+def register_ingest(app: faust.App, runtime: Runtime, source: BatchSource | CollectReader) -> None:
     metrics = runtime.metrics
 
-    @app.agent(collect, name="ingest")
-    async def ingest(stream: faust.StreamT[bytes]) -> None:
-        take = stream.take_events  # type: ignore[attr-defined]
-        async for events in take(batch_size, within=0.05):
+    @app.agent(source.channel, name="ingest")
+    async def ingest(batches: faust.StreamT[Sequence[Message]]) -> None:
+        async for messages in batches:
             with metrics.batch_seconds.time():
                 outcomes = runtime.decide(
-                    (
-                        e.message.key,
-                        e.message.value,
-                        e.message.topic,
-                        e.message.partition,
-                        e.message.offset,
-                    )
-                    for e in events
+                    (m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0)
+                    for m in messages
                 )
                 runtime.emit(outcomes)
                 try:
                     await runtime.flush_async()
                 except DeliveryError as exc:
                     die_on_delivery_failure(exc)
+            source.done(messages)

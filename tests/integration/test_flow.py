@@ -27,8 +27,11 @@ from xiangyun.settings import Settings
 Record = tuple[str, bytes | None, bytes | None]
 
 
-def read_outcomes(settings: Settings, topics: Topics, n: int, timeout: float = 60.0) -> list[Record]:
-    """Every record in the outcome topics, from the beginning, until ``n`` or a timeout."""
+def read_outcomes(
+    settings: Settings, topics: Topics, n: int, timeout: float = 60.0, distinct: bool = False
+) -> list[Record]:
+    """Every record in the outcome topics, from the beginning, until ``n`` (distinct
+    key and value pairs with ``distinct``) or a timeout."""
     c = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -42,12 +45,14 @@ def read_outcomes(settings: Settings, topics: Topics, n: int, timeout: float = 6
         parts += [TopicPartition(t, p, OFFSET_BEGINNING) for p in meta.partitions]
     c.assign(parts)
     out: list[Record] = []
+    pairs: set[tuple[bytes | None, bytes | None]] = set()
     deadline = time.monotonic() + timeout
     try:
-        while len(out) < n and time.monotonic() < deadline:
+        while (len(pairs) if distinct else len(out)) < n and time.monotonic() < deadline:
             for m in c.consume(1000, 0.5):
                 if not m.error():
                     out.append((m.topic() or "", m.key(), m.value()))
+                    pairs.add((m.key(), m.value()))
     finally:
         c.close()
     return out
@@ -138,9 +143,7 @@ def test_schema_published_after_worker_start_is_learned(
     spec["fields"].append({"name": "website", "type": ["null", "string"], "default": None})
     writer = Schema.parse(spec)
     assert writer.fingerprint not in worker_known_fingerprints(settings)
-    template = next(
-        r for r in generator.records(50) if r.expected == "accepted:legal_person"
-    )
+    template = next(r for r in generator.records(50) if r.expected == "accepted:legal_person")
     env = codec.decode(template.value)
     payload = codec.decode_payload(env)
     payload["website"] = "https://example.gov.cn"
@@ -174,11 +177,8 @@ def test_worker_killed_mid_stream_loses_nothing(
     finally:
         first.stop()
     with WorkerProcess(settings, name=f"survivor-{settings.app_id}"):
-        got = read_outcomes(settings, topics, len(sample), timeout=120)
         # At-least-once: every input has an outcome; a redelivered batch may repeat some.
-        deadline = time.monotonic() + 30
-        while len({(k, v) for _, k, v in got}) < len(sample) and time.monotonic() < deadline:
-            got = read_outcomes(settings, topics, len(got) + 1, timeout=5)
+        got = read_outcomes(settings, topics, len(sample), timeout=120, distinct=True)
     seen = {(k, v) for _, k, v in got}
     missing = [r for r in sample if (r.key, r.value) not in seen]
     assert not missing, f"{len(missing)} records lost after SIGKILL"
@@ -190,9 +190,7 @@ def test_prometheus_scrapes_the_worker(settings: Settings, base_settings: Settin
     # Prometheus scrapes the configured worker port; run a worker there.
     s = dataclasses.replace(settings, metrics_port=base_settings.metrics_port)
     with WorkerProcess(s, name=f"scraped-{s.app_id}"):
-        q = "http://127.0.0.1:{}/api/v1/query?query=xiangyun_worker_up".format(
-            base_settings.prometheus_port
-        )
+        q = f"http://127.0.0.1:{base_settings.prometheus_port}/api/v1/query?query=xiangyun_worker_up"
         deadline = time.monotonic() + 40
         value = None
         while time.monotonic() < deadline:
