@@ -26,6 +26,10 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
+        # Faust resumes its channels only once its own group is assigned: a killed
+        # worker must not hold that up for Faust's default 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
     )
 
 

@@ -58,6 +58,8 @@ class CollectReader(mode.Service):
             "enable.auto.offset.store": False,  # stored by done(), after delivery
             "fetch.max.bytes": 52_428_800,
             "partition.assignment.strategy": "cooperative-sticky",
+            # A killed worker's partitions move to the others within 10 s, not 45.
+            "session.timeout.ms": 10_000,
         }
 
     async def on_start(self) -> None:
