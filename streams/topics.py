@@ -6,6 +6,7 @@ Redis views and agent state can always be rebuilt from Kafka.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -100,3 +101,24 @@ def ensure_topics(settings: Settings, topics: Topics | None = None, timeout: flo
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+    _wait_for_leaders(admin, [t.topic for t in new], timeout)
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """A created topic takes a moment to get partition leaders; clients that ask for
+    offsets before then get NOT_LEADER_FOR_PARTITION. Return once every partition has one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(timeout=timeout).topics
+        waiting = [
+            n
+            for n in names
+            if n not in meta
+            or not meta[n].partitions
+            or any(p.leader < 0 for p in meta[n].partitions.values())
+        ]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics without a leader after {timeout}s: {waiting[:5]}")
+        time.sleep(0.1)

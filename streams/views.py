@@ -99,17 +99,9 @@ class CompactedView:
     def sync(self, timeout: float = 10.0) -> bool:
         """Wait until every record written before this call is applied; False on timeout."""
         deadline = time.monotonic() + timeout
-        with self._probe_lock:
-            try:
-                ends = {
-                    p: self._probe.get_watermark_offsets(
-                        TopicPartition(self.topic, p), timeout=timeout, cached=False
-                    )[1]
-                    for p in self._positions
-                }
-            except Exception as exc:  # broker unreachable
-                log.warning("view %s: watermarks unavailable: %s", self.topic, exc)
-                return False
+        ends = self._end_offsets(deadline)
+        if ends is None:
+            return False
         with self._cond:
             while any(self._positions[p] < end for p, end in ends.items()):
                 left = deadline - time.monotonic()
@@ -117,6 +109,25 @@ class CompactedView:
                     return False
                 self._cond.wait(min(left, self._poll_s))
         return True
+
+    def _end_offsets(self, deadline: float) -> dict[int, int] | None:
+        """High watermarks; retried until the deadline, since a topic created a moment ago
+        has no leader yet (NOT_LEADER_FOR_PARTITION) and a broker may be restarting."""
+        while True:
+            left = deadline - time.monotonic()
+            with self._probe_lock:
+                try:
+                    return {
+                        p: self._probe.get_watermark_offsets(
+                            TopicPartition(self.topic, p), timeout=max(left, 0.1), cached=False
+                        )[1]
+                        for p in self._positions
+                    }
+                except Exception as exc:  # KafkaException: no leader yet, broker away
+                    if time.monotonic() + 0.2 >= deadline:
+                        log.warning("view %s: watermarks unavailable: %s", self.topic, exc)
+                        return None
+            time.sleep(0.2)
 
     def wait_for(self, partition: int, offset: int, timeout: float = 10.0) -> bool:
         """Wait until the record at ``offset`` of ``partition`` (and all before it) has been
