@@ -43,6 +43,7 @@ from streams.catalog import Catalog, Resource
 from streams.codec import HEADER_LEN, MARKER, Schema, encode
 from streams.envelope import Channel, Envelope, EnvelopeCodec, record_key
 from streams.identifiers import (
+    CITIES,
     CREDIT_CODE_ALPHABET,
     PROVINCE,
     REGIONS,
@@ -591,6 +592,8 @@ class SampleGenerator:
     id; ``start_ms`` is the first ``observed_at_ms``; ``spec_of`` gives a resource's collection
     spec (default: the file ``schema_dir / resource.schema``; the catalog in Kafka gives the
     spec stored with the version in force, :meth:`streams.catalog_store.CatalogStore.spec`).
+    ``evidence_share`` of the valid records come from a city unit that is not the provincial
+    resource's provider (multi-source verification, article 20): expected ``verification``.
     """
 
     def __init__(
@@ -605,9 +608,12 @@ class SampleGenerator:
         weights: Mapping[str, float] | None = None,
         start_ms: int = DEFAULT_START_MS,
         spec_of: Callable[[Resource], Schema] | None = None,
+        evidence_share: float = 0.0,
     ) -> None:
-        if not 0.0 <= broken_share <= 1.0 or math.isnan(broken_share):
-            raise ValueError(f"broken_share must be within 0..1, got {broken_share}")
+        for name, share in (("broken_share", broken_share), ("evidence_share", evidence_share)):
+            if not 0.0 <= share <= 1.0 or math.isnan(share):
+                raise ValueError(f"{name} must be within 0..1, got {share}")
+        self.evidence_share = evidence_share
         self.codec = codec
         self.catalog = catalog
         self.seed = seed
@@ -777,6 +783,8 @@ class SampleGenerator:
                 kind = kinds[self._kind_no % len(kinds)]
                 self._kind_no += 1
                 yield self._broken(kind)
+            elif self.evidence_share and self._rng.random() < self.evidence_share:
+                yield self._evidence()
             else:
                 yield self._valid()
 
@@ -811,6 +819,7 @@ class SampleGenerator:
         region: str | None = None,
         channel: Channel | None = None,
         consent: bool = True,
+        provider: str | None = None,
     ) -> Envelope:
         r = self._rng
         res = plan.resource
@@ -820,7 +829,7 @@ class SampleGenerator:
             record_id=str(uuid.UUID(int=r.getrandbits(128), version=4)),
             resource_id=resource_id or res.id,
             subject_id=subject,
-            provider=res.provider,
+            provider=provider or res.provider,
             region=region or res.region,
             channel=channel or plan.channels[int(r.random() * len(plan.channels))],
             observed_at_ms=self._clock,
@@ -858,6 +867,17 @@ class SampleGenerator:
         assert subject is not None
         env = self._envelope(plan, plan.write(payload), subject)
         return SampleRecord(env.key, self._encode_env(env), plan.expected, self._source(plan))
+
+    def _evidence(self) -> SampleRecord:
+        """A provincial resource's record as a city unit of the same system collected it."""
+        plan = self._plan_for(lambda p: p.resource.region == PROVINCE)
+        payload = self._payload(plan)
+        subject = subject_of(plan.resource, payload)
+        assert subject is not None
+        city = CITIES[int(self._rng.random() * len(CITIES))]
+        unit = f"{city}-{plan.resource.provider.split('-', 1)[-1]}"
+        env = self._envelope(plan, plan.write(payload), subject, provider=unit, region=city)
+        return SampleRecord(env.key, self._encode_env(env), "verification", f"{unit}/platform")
 
     # ---- broken records -------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ from xiangyun.stack import Stack
 
 __all__ = ["DemoResult", "run_demo"]
 
+EVIDENCE_SHARE = 0.02  # records a city unit sends for a provincial resource (article 20)
+
 
 @dataclass
 class DemoResult:
@@ -64,9 +66,11 @@ def run_demo(
             seed=seed,
             broken_share=broken_share,
             spec_of=store.spec,
+            evidence_share=EVIDENCE_SHARE,
         )
     print(
-        f"generating {records:,} sample records ({broken_share:.0%} deliberately broken) ...",
+        f"generating {records:,} sample records ({broken_share:.0%} deliberately broken, "
+        f"{EVIDENCE_SHARE:.0%} from units that are not the provider) ...",
         file=sys.stderr,
     )
     sample = list(gen.records(records))
@@ -113,8 +117,10 @@ def render(result: DemoResult) -> str:
         lines.append(
             f"    {k.split(':', 1)[1]:<18}{v:>8,}   expected {result.expected.get(k, 0):,}"
         )
-    if t.counts.get("verification"):
-        lines.append(f"  verification        {t.counts['verification']:,}")
+    lines.append(
+        f"  verification        {t.counts.get('verification', 0):,}   expected "
+        f"{result.expected.get('verification', 0):,}   (not the provider: evidence, not truth)"
+    )
     rejected = {k: v for k, v in sorted(t.counts.items()) if k.startswith("rejected:")}
     lines.append(f"  rejected            {sum(rejected.values()):,}")
     for k, v in rejected.items():

@@ -53,6 +53,8 @@ def classify(codec: EnvelopeCodec, rec: SampleRecord) -> tuple[str, str]:
         assert out.reason is not None
         detail = decode(out.value, ingestor._rejected_schema)["detail"]
         return f"rejected:{out.reason.value}", detail
+    if out.kind is OutcomeKind.VERIFICATION:
+        return "verification", ""
     assert out.pool is not None
     return f"{out.kind.value}:{out.pool.value}", ""
 
@@ -487,3 +489,20 @@ def test_resource_with_unsatisfiable_rules_is_skipped(tmp_path: Path) -> None:
     codec = EnvelopeCodec(SchemaRegistry(), SCHEMAS)
     with pytest.raises(ValueError):
         SampleGenerator(codec, Catalog([odd]), tmp_path)
+
+
+def test_evidence_from_non_providers_is_verification_for_the_real_ingest() -> None:
+    gen, codec = make(seed=4, share=0.0, evidence_share=0.5)
+    records = list(gen.records(400))
+    evidence = [r for r in records if r.expected == "verification"]
+    assert 150 < len(evidence) < 250
+    for rec in records:
+        assert classify(codec, rec)[0] == rec.expected
+    providers = {codec.decode(r.value).provider for r in evidence}
+    assert all(not p.startswith("220000-") for p in providers)
+
+
+def test_no_evidence_share_keeps_the_stream_unchanged() -> None:
+    a, _ = make(seed=4)
+    b, _ = make(seed=4, evidence_share=0.0)
+    assert [r.value for r in a.records(200)] == [r.value for r in b.records(200)]
