@@ -12,9 +12,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError
 
 from streams.codec import Schema
+from streams.kafka import idempotent_producer
 from streams.registry import SchemaTopic
 from streams.topics import Topics
 from xiangyun.settings import Settings
@@ -30,17 +31,9 @@ class SourceProducer:
     def __init__(self, settings: Settings, schema_topic: SchemaTopic, **conf: Any) -> None:
         self.topics = Topics.of(settings)
         self.schema_topic = schema_topic
-        config: dict[str, Any] = {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 10,
-            "batch.num.messages": 10000,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 1_000_000,
-        }
-        config.update(conf)
-        self._producer = Producer(config)
+        self._producer = idempotent_producer(
+            settings, **{"linger.ms": 10, "queue.buffering.max.messages": 1_000_000, **conf}
+        )
         self._failures: list[str] = []
         self.sent = 0
 

@@ -10,7 +10,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
@@ -20,11 +20,12 @@ from streams.catalog_store import CatalogStore
 from streams.codec import Schema, SchemaRegistry
 from streams.envelope import EnvelopeCodec
 from streams.ingest import Ingestor, Outcome, SpecOf, file_spec_loader
+from streams.kafka import idempotent_producer
 from streams.registry import SchemaTopic
 from streams.topics import Topics, ensure_topics
 from xiangyun.settings import Settings
 
-__all__ = ["CatalogSource", "DeliveryError", "Runtime", "StaticCatalog", "output_producer"]
+__all__ = ["CatalogSource", "DeliveryError", "Runtime", "StaticCatalog"]
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +69,6 @@ class DeliveryError(RuntimeError):
     """Outputs could not be written to Kafka; the batch is not acknowledged."""
 
 
-def output_producer(settings: Settings, **extra: Any) -> Producer:
-    """Idempotent producer: broker retries never duplicate an output record."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "batch.num.messages": 10000,
-        "compression.type": "lz4",
-        "message.max.bytes": 4_194_304,
-        "queue.buffering.max.messages": 500_000,
-    }
-    conf.update(extra)
-    return Producer(conf)
-
-
 class Runtime:
     def __init__(
         self,
@@ -125,7 +110,7 @@ class Runtime:
                 "the catalog is loaded (`xiangyun catalog bootstrap`)",
                 self.topics.catalog,
             )
-        self._producer = output_producer(self.settings)
+        self._producer = idempotent_producer(self.settings)
         self.metrics.up.set(1)
         return self
 

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from connectors.generator import SampleGenerator
@@ -24,6 +24,7 @@ from connectors.producer import SourceProducer
 from streams.catalog_store import CatalogStore
 from streams.codec import SchemaRegistry
 from streams.envelope import EnvelopeCodec
+from streams.kafka import idempotent_producer
 from streams.registry import SchemaTopic
 from streams.topics import Topics, ensure_topics
 from xiangyun.outcomes import count_outcomes, end_offsets
@@ -61,17 +62,7 @@ def _raw_pipe(settings: Settings, src: str, dst: str, n: int, timeout: float) ->
             "fetch.max.bytes": 52_428_800,
         }
     )
-    p = Producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "batch.num.messages": 10000,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 500_000,
-        }
-    )
+    p = idempotent_producer(settings)  # the worker's own producer settings
     c.subscribe([src])
     done = 0
     first = last = 0
