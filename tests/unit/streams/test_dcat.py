@@ -156,6 +156,6 @@ def test_every_prefix_used_is_in_the_context() -> None:
     catalog = Catalog.from_dir(REPO / "catalog")
     doc = to_dcat_ap(catalog)
     assert _compact_iris(doc) <= set(doc["@context"])
-    assert len(doc["dcat:dataset"]) == sum(1 for r in catalog if r.in_force) == 7
+    assert len(doc["dcat:dataset"]) == sum(1 for r in catalog if r.in_force) == 9
     ids = [d["dct:identifier"] for d in doc["dcat:dataset"]]
     assert ids == sorted(ids)

@@ -34,6 +34,7 @@ def _resource(rid: str) -> Resource:
 RESIDENT = _resource("population.resident")
 GDP = _resource("macro_economy.gdp_quarterly")
 PENALTY = _resource("social_credit.administrative_penalty")
+ENTERPRISE = _resource("legal_person.enterprise")
 ELDERLY = _resource("220100.population.elderly_allowance")
 LAND = _resource("spatial.land_parcel")
 
@@ -276,8 +277,8 @@ def test_check_subject_by_kind() -> None:
     assert check_subject(RESIDENT, "11010519491231002X") is None
     assert check_subject(RESIDENT, "110105194912310021") == "subject: bad check character"
     assert check_subject(RESIDENT, "") == "subject: not 18 characters"
-    assert check_subject(PENALTY, "91350100M000100Y43") is None
-    assert check_subject(PENALTY, "91350100M000100Y44") == "subject: bad check character"
+    assert check_subject(ENTERPRISE, "91350100M000100Y43") is None
+    assert check_subject(ENTERPRISE, "91350100M000100Y44") == "subject: bad check character"
     assert check_subject(GDP, "220100:2026Q3") is None
     assert check_subject(GDP, "") == "subject: empty"
     assert check_subject(GDP, "x" * 129) == "subject: longer than 128 characters"
