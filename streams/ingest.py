@@ -15,8 +15,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from streams.catalog import PROVINCE, Catalog, Resource
-from streams.codec import CodecError, Schema, SchemaRegistry, encode, read_fingerprint
-from streams.envelope import Envelope, EnvelopeCodec
+from streams.codec import CodecError, Schema, SchemaRegistry, decode, encode, read_fingerprint
+from streams.envelope import Channel, EnvelopeCodec, record_key
 from streams.identifiers import city_of, is_region
 from streams.pools import Pool
 from streams.reasons import Reason
@@ -130,28 +130,41 @@ class Ingestor:
             raise IngestRejection(Reason.MALFORMED, "empty value")
         if len(value) > MAX_RECORD_BYTES:
             raise IngestRejection(Reason.OVERSIZED, f"{len(value)} bytes > {MAX_RECORD_BYTES}")
-        self._ensure_known(value)
-        env = self.codec.decode(value)
-        if key != env.key:
-            raise IngestRejection(Reason.KEY_MISMATCH, f"key {key!r:.80} is not {env.key!r:.80}")
-        resource = self._resource(env)
-        self._check_envelope(env, resource)
+        # The envelope's fields, not an Envelope: building the frozen dataclass cost a tenth
+        # of the decision. Same checks and errors as codec.decode(value).
+        (
+            _,  # record_id
+            resource_id,
+            subject_id,
+            provider,
+            region,
+            channel,
+            _,  # observed_at_ms
+            _,  # version
+            payload_bytes,
+            consent_ref,
+        ) = self.codec.decode_values(value, self._writer_of(value))
+        env_key = record_key(resource_id, subject_id)
+        if key != env_key:
+            raise IngestRejection(Reason.KEY_MISMATCH, f"key {key!r:.80} is not {env_key!r:.80}")
+        resource = self._resource(resource_id)
+        self._check_envelope(region, channel, consent_ref, resource)
         spec = self._spec(resource)  # registers the spec: its own payloads need no lookup
-        self._ensure_known(env.payload)
-        payload = self.codec.decode_payload(env, spec)
-        failure = check_subject(resource, env.subject_id)
+        # codec.decode_payload(env, spec), the writer looked up once
+        payload = decode(payload_bytes, self._writer_of(payload_bytes), spec)
+        failure = check_subject(resource, subject_id)
         if failure:
             raise IngestRejection(Reason.INVALID_SUBJECT, f"{resource.id}: {failure}")
         failure = check_fields(resource, payload)
         if failure:
             raise IngestRejection(Reason.FIELD_RULE, f"{resource.id}: {failure}")
-        if subject_of(resource, payload) != env.subject_id:
+        if subject_of(resource, payload) != subject_id:
             # The key must name the payload's own subject, or compaction files it elsewhere.
             raise IngestRejection(
                 Reason.INVALID_SUBJECT,
                 f"{resource.id}: subject_id is not the payload's {resource.subject}",
             )
-        if env.provider != resource.provider:
+        if provider != resource.provider:
             # Not the authoritative source: keep as evidence, never as the pool's truth.
             return Outcome(
                 OutcomeKind.VERIFICATION,
@@ -172,18 +185,24 @@ class Ingestor:
             resource.id,
         )
 
-    def _ensure_known(self, data: bytes) -> None:
+    def _writer_of(self, data: bytes) -> Schema:
+        """``registry.writer_of(data)``, refreshing the registry first if it lacks the
+        fingerprint (a schema registered since it was last read)."""
         fp = read_fingerprint(data)
-        if fp not in self.registry and self._refresh is not None:
-            self._refresh()
+        writer = self.registry.get(fp)
+        if writer is None:
+            if self._refresh is not None:
+                self._refresh()
+                writer = self.registry.get(fp)
+            if writer is None:
+                raise CodecError(Reason.UNKNOWN_SCHEMA, f"no schema with fingerprint {fp:016x}")
+        return writer
 
-    def _resource(self, env: Envelope) -> Resource:
+    def _resource(self, resource_id: str) -> Resource:
         catalog = self.catalog()
-        resource = catalog.get(env.resource_id)
+        resource = catalog.get(resource_id)
         if resource is None:
-            raise IngestRejection(
-                Reason.UNKNOWN_RESOURCE, f"{env.resource_id!r:.120} not in catalog"
-            )
+            raise IngestRejection(Reason.UNKNOWN_RESOURCE, f"{resource_id!r:.120} not in catalog")
         if not resource.in_force:
             raise IngestRejection(
                 Reason.RESOURCE_NOT_IN_FORCE, f"{resource.id} is {resource.status.value}"
@@ -191,19 +210,21 @@ class Ingestor:
         return resource
 
     @staticmethod
-    def _check_envelope(env: Envelope, resource: Resource) -> None:
-        if not _region_within(env.region, resource.region):
+    def _check_envelope(
+        region: str, channel: Channel, consent_ref: str | None, resource: Resource
+    ) -> None:
+        if not _region_within(region, resource.region):
             raise IngestRejection(
                 Reason.REGION_MISMATCH,
-                f"{resource.id}: region {env.region!r:.20} is outside {resource.region}",
+                f"{resource.id}: region {region!r:.20} is outside {resource.region}",
             )
-        if env.channel not in resource.channels:
+        if channel not in resource.channels:
             raise IngestRejection(
                 Reason.CHANNEL_NOT_ALLOWED,
-                f"{resource.id}: channel {env.channel.value} not in "
+                f"{resource.id}: channel {channel.value} not in "
                 f"{sorted(c.value for c in resource.channels)}",
             )
-        if resource.consent_required and not (env.consent_ref or "").strip():
+        if resource.consent_required and not (consent_ref or "").strip():
             raise IngestRejection(Reason.CONSENT_MISSING, f"{resource.id} requires consent_ref")
 
     def _spec(self, resource: Resource) -> Schema:

@@ -272,3 +272,61 @@ def test_valid_dates(s: str) -> None:
 )
 def test_invalid_dates(s: object) -> None:
     assert not is_valid_date(s)
+
+
+# ---- the fast paths agree with the definitions -------------------------------------------------
+
+
+def test_check_characters_are_the_weighted_sums_of_the_standards() -> None:
+    # citizen_id_check_char reads the digits in base 13 and credit_code_check_char the values
+    # in base 34 (see their helpers); both must equal the standards' weighted sums.
+    id_weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    cc_weights = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+    rng = random.Random(11643)
+    for _ in range(5000):
+        digits = "".join(rng.choice("0123456789") for _ in range(17))
+        total = sum(int(c) * w for c, w in zip(digits, id_weights, strict=True))
+        assert citizen_id_check_char(digits) == "10X98765432"[total % 11], digits
+        code = "".join(rng.choice(CREDIT_CODE_ALPHABET) for _ in range(17))
+        values = [CREDIT_CODE_ALPHABET.index(c) for c in code]
+        total = sum(v * w for v, w in zip(values, cc_weights, strict=True))
+        assert credit_code_check_char(code) == CREDIT_CODE_ALPHABET[(31 - total % 31) % 31], code
+
+
+def _is_real_date(year: int, month: int, day: int) -> bool:
+    try:
+        dt.date(year, month, day)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("year", [0, 1, 4, 100, 1600, 1849, 1850, 1900, 2000, 2023, 2024, 9999])
+def test_dates_agree_with_the_calendar(year: int) -> None:
+    # is_valid_date and the birth date in an identity number look days up in tables
+    for month in range(14):
+        for day in range(33):
+            real = _is_real_date(year, month, day)
+            assert is_valid_date(f"{year:04d}-{month:02d}-{day:02d}") is real
+            first17 = f"220102{year:04d}{month:02d}{day:02d}001"
+            error = citizen_id_error(first17 + citizen_id_check_char(first17))
+            expected = None if real and year >= 1850 else "bad birth date"
+            assert error == expected, first17
+
+
+def test_a_remembered_valid_identifier_answers_only_for_an_equal_string() -> None:
+    # The validators remember the last valid string; nothing else may pass because of it.
+    class Sly(str):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = str.__hash__
+
+    assert citizen_id_error(GB11643_SAMPLE) is None
+    assert citizen_id_error(GB11643_SAMPLE) is None  # from memory
+    assert citizen_id_error(GB11643_SAMPLE[:-1] + "1") == "bad check character"
+    assert citizen_id_error(Sly("110105194912310021")) == "bad check character"
+    assert credit_code_error(GB32100_SAMPLE) is None
+    assert credit_code_error(GB32100_SAMPLE) is None
+    assert credit_code_error(GB32100_SAMPLE[:-1] + "4") == "bad check character"
+    assert credit_code_error(Sly("91350100M000100Y44")) == "bad check character"

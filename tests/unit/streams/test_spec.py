@@ -293,3 +293,42 @@ def test_subject_of() -> None:
     assert subject_of(GDP, {"region": "220100", "period": "2026Q3"}) == "220100:2026Q3"
     assert subject_of(GDP, {"region": "220100"}) is None
     assert subject_of(RESIDENT, {"name": "x"}) is None
+
+
+# ---- the hostile screen's fast path agrees with the full walk --------------------------------
+
+
+def test_every_hostile_character_is_unprintable() -> None:
+    # The fast path takes a printable string as free of hostile characters.
+    from streams.spec import _HOSTILE
+
+    hostile = [c for c in map(chr, range(0x110000)) if _HOSTILE.match(c)]
+    assert len(hostile) == 2119
+    assert not any(c.isprintable() for c in hostile)
+
+
+class _Text(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        resident(),
+        resident(address="长春市\n南关区\u3000人民大街"),  # unprintable, yet not hostile
+        resident(address="长春市\n南关区\x00"),
+        resident(address="x" * MAX_STRING, name="y" * MAX_STRING),  # long together, fine apart
+        resident(address="x" * (MAX_STRING + 1)),
+        resident(address=_Text("ok")),
+        resident(address=_Text("\u202e")),
+        {"a": 1.5, "b": math.nan, "c": "\x00"},
+        {"a": True, "b": None, "c": b"\x00", "d": 7, "e": "\x7f"},
+        {"a": ["x", "\x00"], "b": "\x01"},
+        {"a": {"k": "v"}, "b": "\u2066"},
+        {},
+    ],
+)
+def test_hostile_fast_path_agrees_with_the_full_walk(payload: dict[str, Any]) -> None:
+    from streams.spec import _first_hostile
+
+    assert hostile_problem(payload) == _first_hostile(payload)
