@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -38,6 +38,10 @@ def file_spec_loader(schema_dir: Path) -> SpecOf:
     A running worker takes the spec stored in the catalog instead
     (:meth:`streams.catalog_store.CatalogStore.spec`), so editing a file cannot change it."""
     return lambda resource: Schema.load(schema_dir / resource.schema)
+
+
+#: key, value, topic, partition, offset of one collected record
+Message = tuple[bytes | None, bytes | None, str, int, int]
 
 
 class OutcomeKind(StrEnum):
@@ -99,6 +103,22 @@ class Ingestor:
         self._pool_topics = topics.pools
 
     # -- the decision ------------------------------------------------------------------
+    def process_batch(self, messages: Iterable[Message]) -> list[Outcome]:
+        """Decide a batch. An unknown writer fingerprint costs one sync with the schema
+        topic per batch, not one per record: those records are decided again after it."""
+        refresh, self._refresh = self._refresh, None
+        try:
+            batch = list(messages)
+            outcomes = [self.process(*m) for m in batch]
+            unknown = [i for i, o in enumerate(outcomes) if o.reason is Reason.UNKNOWN_SCHEMA]
+            if unknown and refresh is not None:
+                refresh()
+                for i in unknown:
+                    outcomes[i] = self.process(*batch[i])
+        finally:
+            self._refresh = refresh
+        return outcomes
+
     def process(
         self,
         key: bytes | None,

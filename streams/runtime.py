@@ -125,8 +125,7 @@ class Runtime:
     def decide(
         self, messages: Iterable[tuple[bytes | None, bytes | None, str, int, int]]
     ) -> list[Outcome]:
-        process = self.ingestor.process
-        return [process(k, v, t, p, o) for k, v, t, p, o in messages]
+        return self.ingestor.process_batch(messages)
 
     def emit(self, outcomes: Sequence[Outcome]) -> None:
         """Queue outputs; call :meth:`flush` before acknowledging their inputs."""

@@ -4,6 +4,8 @@ before its offsets are stored. Runtime and batch source are recording stand-ins 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,10 @@ from monitoring.metrics import Metrics
 from streams.agents.ingest import register_ingest
 from streams.app import create_app
 from streams.catalog import Catalog
-from streams.codec import SchemaRegistry
+from streams.codec import Schema, SchemaRegistry, encode
 from streams.envelope import EnvelopeCodec
-from streams.ingest import Ingestor, Outcome, file_spec_loader
+from streams.ingest import Ingestor, Outcome, OutcomeKind, file_spec_loader
+from streams.reasons import Reason
 from streams.topics import Topics
 from xiangyun.settings import Settings
 
@@ -130,3 +133,38 @@ def test_agent_routes_each_record_and_flushes_every_batch(settings: Settings) ->
         for o in runtime.emitted
     ]
     assert sorted(got) == sorted(r.expected for r in sample)
+
+
+def test_a_batch_syncs_the_schema_topic_once_and_learns_late_schemas(settings: Settings) -> None:
+    runtime = RecordingRuntime(settings)
+    gen = SampleGenerator(
+        runtime.codec, runtime.catalog, settings.schema_dir, seed=3, broken_share=0.0
+    )
+    good = list(gen.records(5))
+    # A writer schema the worker has not seen yet: published between reads of the topic.
+    late = json.loads((settings.schema_dir / "payloads" / "resident.avsc").read_text())
+    late["fields"].append({"name": "note", "type": ["null", "string"], "default": None})
+    late_schema = Schema.parse(late)
+    resident = next(r for r in good if r.expected == "accepted:population")
+    env = runtime.codec.decode(resident.value)
+    payload = runtime.codec.decode_payload(env)
+    late_env = dataclasses.replace(env, payload=encode(late_schema, {**payload, "note": "x"}))
+    garbage = [(b"k", b"\xc3\x01" + bytes([i]) * 8 + b"\x00") for i in range(3)]
+    syncs = []
+
+    def refresh() -> bool:
+        syncs.append(1)
+        runtime.codec.registry.add(late_schema)
+        return True
+
+    runtime.ingestor._refresh = refresh
+    batch = [
+        (k, v, "t", 0, i)
+        for i, (k, v) in enumerate([*garbage, (late_env.key, runtime.codec.encode(late_env))])
+    ]
+    outcomes = runtime.ingestor.process_batch(batch)
+
+    assert len(syncs) == 1, "one sync per batch, however many unknown fingerprints"
+    assert [o.reason for o in outcomes[:3]] == [Reason.UNKNOWN_SCHEMA] * 3
+    assert outcomes[3].kind is OutcomeKind.ACCEPTED
+    assert runtime.ingestor._refresh is refresh
