@@ -165,9 +165,7 @@ def run_bench(
         tally = count_outcomes(
             bench,
             start,
-            pool_topics={p.value: t for p, t in topics.pools.items()},
-            verification_topic=topics.verification,
-            rejected_topic=topics.rejected,
+            topics=topics,
             registry=registry,
             expected=records,
             timeout=900,

@@ -89,9 +89,7 @@ def run_demo(
         tally = count_outcomes(
             settings,
             start,
-            pool_topics={p.value: t for p, t in topics.pools.items()},
-            verification_topic=topics.verification,
-            rejected_topic=topics.rejected,
+            topics=topics,
             registry=registry,
             expected=len(sample),
             timeout=timeout,

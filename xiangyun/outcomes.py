@@ -85,9 +85,7 @@ def count_outcomes(
     settings: Settings,
     start: dict[tuple[str, int], int],
     *,
-    pool_topics: dict[str, str],
-    verification_topic: str,
-    rejected_topic: str,
+    topics: Topics,
     registry: SchemaRegistry,
     expected: int,
     timeout: float = 120.0,
@@ -98,6 +96,8 @@ def count_outcomes(
 
     Keys: ``accepted:<pool>``, ``verification``, ``rejected:<REASON>``.
     """
+    pool_topics = {p.value: t for p, t in topics.pools.items()}
+    verification_topic, rejected_topic = topics.verification, topics.rejected
     rejected_schema = registry.by_name("org.xiangyun.Rejected")
     c = Consumer(
         {
