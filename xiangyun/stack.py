@@ -323,8 +323,23 @@ class Stack:
         except Exception:
             return False
 
+    def _prometheus_scrapes_us(self) -> bool:
+        url = f"http://127.0.0.1:{self.s.prometheus_port}/api/v1/status/config"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return b"xiangyun-worker" in resp.read()
+        except Exception:
+            return False
+
     def prometheus_up(self) -> None:
         if self._prometheus_answers():
+            if not self._prometheus_scrapes_us():
+                raise StackError(
+                    f"a Prometheus that xiangyun did not start answers on port "
+                    f"{self.s.prometheus_port} without the xiangyun-worker job (Debian starts "
+                    "one on install on some machines): stop it, e.g. `systemctl stop "
+                    "prometheus`, or set XIANGYUN_PROMETHEUS_PORT to a free port"
+                )
             return
         pdir = self.root / "prometheus"
         pdir.mkdir(parents=True, exist_ok=True)
