@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +42,7 @@ MARKER = b"\xc3\x01"
 HEADER_LEN = 10
 _EMPTY = 0xC15D213AA4D7A795
 _FINGERPRINT_AT = struct.Struct("<Q").unpack_from
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def _table() -> tuple[int, ...]:
@@ -156,7 +158,12 @@ def decode(data: bytes, writer: Schema, reader: Schema | None = None) -> Any:
     except fastavro.read.SchemaResolutionError as exc:
         raise CodecError(Reason.SCHEMA_MISMATCH, f"{writer.name}: {exc}") from exc
     except Exception as exc:  # truncated or corrupt bodies raise many types
-        raise CodecError(Reason.UNDECODABLE, f"{writer.name}: {type(exc).__name__}: {exc}") from exc
+        # fastavro names its buffer object ("<_io.BytesIO object at 0x7f…>"): drop the
+        # address so the same bytes always get the same rejected record.
+        detail = _ADDRESS.sub("", str(exc))
+        raise CodecError(
+            Reason.UNDECODABLE, f"{writer.name}: {type(exc).__name__}: {detail}"
+        ) from exc
     if fo.tell() != len(data):
         raise CodecError(
             Reason.UNDECODABLE, f"{writer.name}: {len(data) - fo.tell()} trailing bytes"

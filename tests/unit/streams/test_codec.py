@@ -222,3 +222,16 @@ def test_a_schema_the_fast_reader_does_not_cover_still_decodes():
     rec = {"p": {"x": 1, "label": "a"}, "tags": ["x", "y"]}
     assert decode(encode(s, rec), s) == rec
     assert s._fast_reader is False
+
+
+def test_undecodable_detail_is_the_same_for_the_same_bytes():
+    s = Schema.parse({"type": "record", "name": "D", "fields": [{"name": "x", "type": "double"}]})
+    broken = encode(s, {"x": 1.5})[:-3]
+    details = set()
+    for _ in range(3):
+        with pytest.raises(CodecError) as err:
+            decode(broken, s)
+        assert err.value.reason is Reason.UNDECODABLE
+        assert " at 0x" not in err.value.detail
+        details.add(err.value.detail)
+    assert len(details) == 1
