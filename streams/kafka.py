@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from xiangyun.settings import Settings
 
-__all__ = ["idempotent_producer"]
+__all__ = ["group_lag", "idempotent_producer"]
 
 
 def idempotent_producer(settings: Settings, **overrides: Any) -> Producer:
@@ -29,3 +29,28 @@ def idempotent_producer(settings: Settings, **overrides: Any) -> Producer:
     }
     conf.update(overrides)
     return Producer(conf)
+
+
+def group_lag(settings: Settings, topic: str, group: str) -> dict[tuple[str, int], int]:
+    """Records of ``topic`` that ``group`` has not committed, per partition.
+
+    A partition without a commit counts from its low watermark: records removed by
+    retention are not lag.
+    """
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        meta = c.list_topics(topic, timeout=10).topics[topic]
+        tps = [TopicPartition(topic, p) for p in meta.partitions]
+        out = {}
+        for tp in c.committed(tps, timeout=10):
+            low, high = c.get_watermark_offsets(tp, timeout=10)
+            out[(tp.topic, tp.partition)] = max(0, high - max(tp.offset, low))
+        return out
+    finally:
+        c.close()

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer
 
 from monitoring.metrics import Metrics
 from streams.catalog import SCHEMA_ROOT, Catalog, Resource
@@ -20,7 +20,7 @@ from streams.catalog_store import CatalogStore
 from streams.codec import Schema, SchemaRegistry
 from streams.envelope import EnvelopeCodec
 from streams.ingest import Ingestor, Outcome, SpecOf, file_spec_loader
-from streams.kafka import idempotent_producer
+from streams.kafka import group_lag, idempotent_producer
 from streams.registry import SchemaTopic
 from streams.topics import Topics, ensure_topics
 from xiangyun.settings import Settings
@@ -165,31 +165,10 @@ class Runtime:
         await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
 
     # -- operations --------------------------------------------------------------------
-    def lag(self, group: str) -> dict[tuple[str, int], int]:
-        """Records in the collect topic not yet committed by ``group``."""
-        c = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": group,
-                "enable.auto.commit": False,
-            }
-        )
-        try:
-            meta = c.list_topics(self.topics.collect, timeout=10).topics[self.topics.collect]
-            tps = [TopicPartition(self.topics.collect, p) for p in meta.partitions]
-            out = {}
-            for tp in c.committed(tps, timeout=10):
-                _low, high = c.get_watermark_offsets(tp, timeout=10)
-                pos = tp.offset if tp.offset >= 0 else 0
-                out[(tp.topic, tp.partition)] = max(0, high - pos)
-            return out
-        finally:
-            c.close()
-
     def report(self, group: str) -> None:
         self.metrics.catalog_in_force.set(sum(1 for r in self.catalog.current() if r.in_force))
         self.metrics.schemas.set(len(self.registry))
-        for (topic, part), n in self.lag(group).items():
+        for (topic, part), n in group_lag(self.settings, self.topics.collect, group).items():
             self.metrics.lag.labels(topic, str(part)).set(n)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.codec import SchemaRegistry, decode
+from streams.kafka import group_lag
 from streams.topics import Topics
 from xiangyun.settings import Settings
 
@@ -37,33 +38,18 @@ def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, in
 
 def wait_for_no_lag(settings: Settings, topics: Topics, timeout: float = 120.0) -> int:
     """Wait until the worker group has committed everything in the collect topic."""
-    c = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": settings.ingest_group,
-            "enable.auto.commit": False,
-        }
-    )
     deadline = time.monotonic() + timeout
-    try:
-        meta = c.list_topics(topics.collect, timeout=10).topics[topics.collect]
-        tps = [TopicPartition(topics.collect, p) for p in meta.partitions]
-        while True:
-            lag = 0
-            for tp in c.committed(tps, timeout=10):
-                low, high = c.get_watermark_offsets(tp, timeout=10)
-                lag += high - max(tp.offset, low)
-            if lag == 0 or time.monotonic() > deadline:
-                return lag
-            print(
-                f"  working off {lag:,} records left from an earlier run",
-                end="\r",
-                file=sys.stderr,
-                flush=True,
-            )
-            time.sleep(1)
-    finally:
-        c.close()
+    while True:
+        lag = sum(group_lag(settings, topics.collect, settings.ingest_group).values())
+        if lag == 0 or time.monotonic() > deadline:
+            return lag
+        print(
+            f"  working off {lag:,} records left from an earlier run",
+            end="\r",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(1)
 
 
 @dataclass

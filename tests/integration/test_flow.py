@@ -19,7 +19,9 @@ from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
 from streams.codec import Schema, SchemaRegistry, decode, encode
 from streams.envelope import EnvelopeCodec
+from streams.kafka import group_lag
 from streams.topics import Topics
+from xiangyun.outcomes import wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
 
@@ -226,3 +228,16 @@ def test_demo_command_adds_up(settings: Settings) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "records published   1,000" in done.stdout
     assert "OK: every record has exactly one outcome" in done.stdout
+
+
+def test_group_lag_counts_what_the_worker_has_not_committed(
+    settings: Settings,
+    topics: Topics,
+    generator: SampleGenerator,
+    producer: SourceProducer,
+) -> None:
+    sample = list(generator.records(500))
+    producer.send_all(((r.key, r.value) for r in sample), progress=False)
+    assert sum(group_lag(settings, topics.collect, settings.ingest_group).values()) == 500
+    with WorkerProcess(settings, name=f"lag-{settings.app_id}"):
+        assert wait_for_no_lag(settings, topics, timeout=60) == 0
