@@ -41,9 +41,10 @@ integration: stack-up ## integration tests only
 bench: stack-up ## benchmark: ingest flow vs raw Kafka ceiling (200,000 records)
 	$(XY) bench
 
-lint: setup ## ruff
+lint: setup ## ruff and the import-layer contracts (import-linter)
 	ruff check .
 	ruff format --check .
+	lint-imports
 
 typecheck: setup ## mypy (strict)
 	mypy xiangyun streams connectors monitoring

@@ -5,7 +5,7 @@ resource, as source systems would publish them to a collect topic, together with
 outcome each record must have. Valid records pass every collection spec check (real
 GB 11643 identity numbers, GB 32100 credit codes, GB/T 2260 region codes, real dates, enum
 values); a ``broken_share`` of the records is deliberately broken, cycling over
-:data:`BROKEN_KINDS`, each with the :class:`~streams.reasons.Reason` it must be rejected with.
+:data:`BROKEN_KINDS`, each with the :class:`~streams.core.reasons.Reason` it must be rejected with.
 
 Everything is drawn from one ``random.Random(seed)``: the same seed, catalog and schemas give
 the same records, byte for byte. ``records`` continues the stream where the previous call
@@ -18,7 +18,7 @@ subject the generator emitted before (an update, never with identical content), 
 new subjects. Versions are one counter across the stream, so a later record always carries a
 higher version.
 
-Encoding is byte-identical to ``streams.codec.encode`` and ``EnvelopeCodec.encode`` but about
+Encoding is byte-identical to ``streams.wire.codec.encode`` and ``EnvelopeCodec.encode`` but about
 twice as fast (see :class:`_Writer`); about 45 000 records/s on one core.
 """
 
@@ -39,20 +39,14 @@ from typing import Any
 
 import fastavro
 
-from streams.catalog import Catalog, Resource
-from streams.codec import HEADER_LEN, MARKER, Schema, encode
-from streams.envelope import Channel, Envelope, EnvelopeCodec, record_key
-from streams.identifiers import (
-    CITIES,
-    CREDIT_CODE_ALPHABET,
-    PROVINCE,
-    REGIONS,
-    citizen_id_check_char,
-    districts_of,
-    make_credit_code,
-)
-from streams.reasons import Reason
-from streams.spec import MAX_STRING, subject_of
+from streams.catalog.model import Catalog, Resource
+from streams.catalog.spec import MAX_STRING, subject_of
+from streams.core.channel import Channel
+from streams.core.identifiers import CREDIT_CODE_ALPHABET, citizen_id_check_char, make_credit_code
+from streams.core.reasons import Reason
+from streams.core.regions import CITIES, PROVINCE, REGIONS, districts_of
+from streams.wire.codec import HEADER_LEN, MARKER, Schema, encode
+from streams.wire.envelope import Envelope, EnvelopeCodec, record_key
 
 __all__ = [
     "BROKEN_KINDS",
@@ -537,7 +531,7 @@ def _make_number(lo: float, hi: float, real: bool) -> Callable[[random.Random], 
 
 
 class _Writer:
-    """Single-object encoder for one schema: byte for byte what ``streams.codec.encode``
+    """Single-object encoder for one schema: byte for byte what ``streams.wire.codec.encode``
     writes, about twice as fast, because fastavro gets a schema it has already parsed for
     writing (``Schema.parsed`` lacks fastavro's write hint, so ``schemaless_writer`` parses
     it again on every call)."""
@@ -591,7 +585,7 @@ class SampleGenerator:
     has a suitable resource for); ``weights`` overrides the share of valid records per resource
     id; ``start_ms`` is the first ``observed_at_ms``; ``spec_of`` gives a resource's collection
     spec (default: the file ``schema_dir / resource.schema``; the catalog in Kafka gives the
-    spec stored with the version in force, :meth:`streams.catalog_store.CatalogStore.spec`).
+    spec stored with the version in force, :meth:`streams.kafka.catalog_store.CatalogStore.spec`).
     ``evidence_share`` of the valid records come from a city unit that is not the provincial
     resource's provider (multi-source verification, article 20): expected ``verification``.
     """

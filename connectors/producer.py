@@ -14,11 +14,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
-from streams.codec import Schema
-from streams.kafka import idempotent_producer
-from streams.registry import SchemaTopic
-from streams.topics import Topics
-from xiangyun.settings import Settings
+from streams.kafka.config import StreamsConfig, idempotent_producer
+from streams.kafka.schema_topic import SchemaTopic
+from streams.kafka.topics import Topics
+from streams.wire.codec import Schema
 
 __all__ = ["PublishError", "SourceProducer"]
 
@@ -28,11 +27,11 @@ class PublishError(RuntimeError):
 
 
 class SourceProducer:
-    def __init__(self, settings: Settings, schema_topic: SchemaTopic, **conf: Any) -> None:
-        self.topics = Topics.of(settings)
+    def __init__(self, config: StreamsConfig, schema_topic: SchemaTopic, **conf: Any) -> None:
+        self.topics = Topics.of(config)
         self.schema_topic = schema_topic
         self._producer = idempotent_producer(
-            settings, **{"linger.ms": 10, "queue.buffering.max.messages": 1_000_000, **conf}
+            config.kafka, **{"linger.ms": 10, "queue.buffering.max.messages": 1_000_000, **conf}
         )
         self._failures: list[str] = []
         self.sent = 0

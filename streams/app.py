@@ -1,29 +1,59 @@
-"""The Faust application: built by a function from settings, never at import time."""
+"""The Faust application: built by a function from config, never at import time."""
 
 from __future__ import annotations
 
 import logging
+import ssl
 
 import faust
 
-from streams.agents.ingest import register_ingest
-from streams.collect import CollectReader
-from streams.runtime import Runtime
-from xiangyun.settings import Settings
+from streams.ingest.agent import register_ingest
+from streams.ingest.reader import CollectReader
+from streams.ingest.runtime import Runtime
+from streams.kafka.config import KafkaConfig, StreamsConfig
 
-__all__ = ["create_app", "run_worker"]
+__all__ = ["broker_credentials", "create_app", "run_worker"]
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> faust.App:
+def broker_credentials(kafka: KafkaConfig) -> faust.types.auth.CredentialsT | None:
+    """The Faust (aiokafka) side of :class:`KafkaConfig`'s security properties."""
+    sec = kafka.security
+    protocol = sec.get("security.protocol", "PLAINTEXT").upper()
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=sec.get("ssl.ca.location"))
+        if "ssl.certificate.location" in sec:
+            context.load_cert_chain(
+                sec["ssl.certificate.location"],
+                sec.get("ssl.key.location"),
+                sec.get("ssl.key.password"),
+            )
+        if sec.get("ssl.endpoint.identification.algorithm", "https") == "none":
+            context.check_hostname = False
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=sec.get("sasl.username"),
+        password=sec.get("sasl.password"),
+        mechanism=sec.get("sasl.mechanism", "PLAIN"),
+        ssl_context=context,
+    )
+
+
+def create_app(config: StreamsConfig) -> faust.App:
     return faust.App(
-        settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        config.app_id,
+        broker=[f"kafka://{h}" for h in config.kafka.bootstrap.split(",")],
+        broker_client_id=config.kafka.client_id,
+        broker_credentials=broker_credentials(config.kafka),
         key_serializer="raw",
         value_serializer="raw",
         store="memory://",
-        topic_partitions=settings.partitions,
+        topic_partitions=config.partitions,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         # Faust resumes its channels only once its own group is assigned: a killed
@@ -33,24 +63,24 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
-def run_worker(settings: Settings, runtime: Runtime | None = None) -> None:
+def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
     """Run the worker until SIGINT/SIGTERM: ingest agent, metrics endpoint, lag reports."""
-    app = create_app(settings)
-    runtime = runtime or Runtime(settings)
+    app = create_app(config)
+    runtime = runtime or Runtime(config)
     runtime.start()
-    runtime.metrics.serve(settings.metrics_port, settings.metrics_host)
-    reader = CollectReader(app, settings, runtime.topics.collect)
+    runtime.metrics.serve(config.metrics_port, config.metrics_host)
+    reader = CollectReader(app, config, runtime.topics.collect)
     app.add_dependency(reader)
     register_ingest(app, runtime, reader)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:
         try:
-            await app.loop.run_in_executor(None, runtime.report, settings.ingest_group)
+            await app.loop.run_in_executor(None, runtime.report, config.ingest_group)
         except Exception as exc:  # metrics are best effort; the flow goes on
             log.warning("lag report failed: %s", exc)
 
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = faust.Worker(app, loglevel=config.log_level, quiet=True)
     try:
         worker.execute_from_commandline()
     finally:

@@ -21,12 +21,12 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
-from streams.catalog_store import CatalogStore
-from streams.codec import SchemaRegistry
-from streams.envelope import EnvelopeCodec
-from streams.kafka import idempotent_producer
-from streams.registry import SchemaTopic
-from streams.topics import Topics, ensure_topics
+from streams.kafka.catalog_store import CatalogStore
+from streams.kafka.config import idempotent_producer
+from streams.kafka.schema_topic import SchemaTopic
+from streams.kafka.topics import Topics, ensure_topics
+from streams.wire.codec import SchemaRegistry
+from streams.wire.envelope import EnvelopeCodec
 from xiangyun.outcomes import count_outcomes, end_offsets
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
@@ -54,15 +54,15 @@ class BenchResult:
 def _raw_pipe(settings: Settings, src: str, dst: str, n: int, timeout: float) -> tuple[int, float]:
     """Consume ``src`` and re-produce each message to ``dst``; rate over output timestamps."""
     c = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": True,
-            "fetch.max.bytes": 52_428_800,
-        }
+        settings.kafka.consumer(
+            f"bench-raw-{uuid.uuid4().hex[:8]}",
+            **{
+                "enable.auto.commit": True,
+                "fetch.max.bytes": 52_428_800,
+            },
+        )
     )
-    p = idempotent_producer(settings)  # the worker's own producer settings
+    p = idempotent_producer(settings.kafka)  # the worker's own producer settings
     c.subscribe([src])
     done = 0
     first = last = 0
@@ -85,12 +85,12 @@ def _raw_pipe(settings: Settings, src: str, dst: str, n: int, timeout: float) ->
         c.close()
     # Rate from the output's broker-side create times.
     rc = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"bench-read-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        settings.kafka.consumer(
+            f"bench-read-{uuid.uuid4().hex[:8]}",
+            **{
+                "enable.auto.commit": False,
+            },
+        )
     )
     rc.subscribe([dst])
     seen = 0
@@ -121,10 +121,10 @@ def run_bench(
         app_id=f"{settings.app_id}-bench-{run_id}",
         metrics_port=settings.metrics_port + 10,
     )
-    topics = Topics.of(bench)
-    ensure_topics(bench, topics)
+    topics = Topics.of(bench.streams)
+    ensure_topics(bench.streams, topics)
     raw_outs = [f"{topics.prefix}.raw-out-{i}" for i in range(RAW_RUNS)]
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.kafka.admin())
     for fut in admin.create_topics(
         [NewTopic(t, settings.partitions, 1) for t in raw_outs]
     ).values():
@@ -132,7 +132,7 @@ def run_bench(
 
     registry = SchemaRegistry.from_dir(settings.schema_dir)
     codec = EnvelopeCodec(registry, settings.schema_dir)
-    with CatalogStore(bench) as store:  # the worker follows the catalog topic
+    with CatalogStore(bench.streams) as store:  # the worker follows the catalog topic
         store.bootstrap()
         gen = SampleGenerator(
             codec,
@@ -144,7 +144,7 @@ def run_bench(
         )
     print(f"generating {records:,} sample records ...", file=sys.stderr)
     sample = [(r.key, r.value) for r in gen.records(records)]
-    producer = SourceProducer(bench, SchemaTopic(bench.kafka_bootstrap, topics.schemas, registry))
+    producer = SourceProducer(bench.streams, SchemaTopic(bench.kafka, topics.schemas, registry))
     producer.register([*registry, *gen.extra_schemas])
     producer.send_all(sample, total=len(sample))
     del sample

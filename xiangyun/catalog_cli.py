@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from streams.catalog import CatalogError, Resource, Status, load_entries, schema_file_loader
-from streams.catalog_review import DATA_BUREAU, Change, ResourceState
-from streams.catalog_store import CatalogStore, CatalogUnavailable
-from streams.dcat import DEFAULT_BASE_URI, to_dcat_ap
+from streams.catalog.dcat import DEFAULT_BASE_URI, to_dcat_ap
+from streams.catalog.model import CatalogError, Resource, Status, load_entries, schema_file_loader
+from streams.catalog.review import DATA_BUREAU, Change, ResourceState
+from streams.kafka.catalog_store import CatalogStore, CatalogUnavailable
 from xiangyun.settings import Settings
 
 __all__ = ["add_catalog_parser", "run_catalog"]
@@ -157,7 +157,7 @@ def run_catalog(args: argparse.Namespace, settings: Settings) -> int:
 
 def _store(settings: Settings, schema_dir: Path | None = None) -> CatalogStore:
     loader = schema_file_loader(schema_dir) if schema_dir is not None else None
-    return CatalogStore(settings, schema_loader=loader, timeout=CLI_TIMEOUT)
+    return CatalogStore(settings.streams, schema_loader=loader, timeout=CLI_TIMEOUT)
 
 
 # -- verbs ---------------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
 
 def bootstrap_catalog(settings: Settings, directory: Path | None = None) -> str:
     """Load the starter catalog (idempotent); a line saying what was written."""
-    with CatalogStore(settings) as store:
+    with CatalogStore(settings.streams) as store:
         events = store.bootstrap(directory)
         in_force = sum(1 for r in store.current() if r.in_force)
     if not events:

@@ -41,15 +41,15 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import run_worker
 
-    run_worker(settings)
+    run_worker(settings.streams)
     return 0
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.topics import Topics, ensure_topics
+    from streams.kafka.topics import Topics, ensure_topics
 
-    ensure_topics(settings)
-    for name, conf in Topics.of(settings).all().items():
+    ensure_topics(settings.streams)
+    for name, conf in Topics.of(settings.streams).all().items():
         print(f"{name:<40} {conf or ''}")
     return 0
 

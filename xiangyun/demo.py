@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
-from streams.catalog_store import CatalogStore
-from streams.codec import SchemaRegistry
-from streams.envelope import EnvelopeCodec
-from streams.registry import SchemaTopic
-from streams.topics import Topics, ensure_topics
+from streams.kafka.catalog_store import CatalogStore
+from streams.kafka.schema_topic import SchemaTopic
+from streams.kafka.topics import Topics, ensure_topics
+from streams.wire.codec import SchemaRegistry
+from streams.wire.envelope import EnvelopeCodec
 from xiangyun.outcomes import OutcomeTally, count_outcomes, end_offsets, wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
@@ -51,13 +51,13 @@ def run_demo(
 ) -> DemoResult:
     if start_stack:
         Stack(settings).up()
-    topics = Topics.of(settings)
-    ensure_topics(settings, topics)
+    topics = Topics.of(settings.streams)
+    ensure_topics(settings.streams, topics)
     registry = SchemaRegistry.from_dir(settings.schema_dir)
     codec = EnvelopeCodec(registry, settings.schema_dir)
     # The worker follows the catalog topic: load the starter catalog if it is not there yet,
     # and make records for what is in force there (an operator may have changed it).
-    with CatalogStore(settings) as store:
+    with CatalogStore(settings.streams) as store:
         store.bootstrap()
         gen = SampleGenerator(
             codec,
@@ -77,8 +77,8 @@ def run_demo(
     expected = Counter(r.expected for r in sample)
     sources = Counter(r.source for r in sample)
 
-    schema_topic = SchemaTopic(settings.kafka_bootstrap, topics.schemas, registry)
-    producer = SourceProducer(settings, schema_topic)
+    schema_topic = SchemaTopic(settings.kafka, topics.schemas, registry)
+    producer = SourceProducer(settings.streams, schema_topic)
     producer.register([*registry, *gen.extra_schemas])
     with WorkerProcess(settings, name="demo-worker") as worker:
         # Records left by an earlier, interrupted run are worked off before we count.

@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.codec import SchemaRegistry, decode
-from streams.kafka import group_lag
-from streams.topics import Topics
+from streams.kafka.lag import group_lag
+from streams.kafka.topics import Topics
+from streams.wire.codec import SchemaRegistry, decode
 from xiangyun.settings import Settings
 
 __all__ = ["OutcomeTally", "count_outcomes", "end_offsets", "wait_for_no_lag"]
 
 
 def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "outcome-probe"})
+    c = Consumer(settings.kafka.consumer("outcome-probe"))
     try:
         out = {}
         for t in topics:
@@ -40,7 +40,7 @@ def wait_for_no_lag(settings: Settings, topics: Topics, timeout: float = 120.0) 
     """Wait until the worker group has committed everything in the collect topic."""
     deadline = time.monotonic() + timeout
     while True:
-        lag = sum(group_lag(settings, topics.collect, settings.ingest_group).values())
+        lag = sum(group_lag(settings.kafka, topics.collect, settings.ingest_group).values())
         if lag == 0 or time.monotonic() > deadline:
             return lag
         print(
@@ -86,12 +86,13 @@ def count_outcomes(
     verification_topic, rejected_topic = topics.verification, topics.rejected
     rejected_schema = registry.by_name("org.xiangyun.Rejected")
     c = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"outcome-count-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "fetch.max.bytes": 52_428_800,
-        }
+        settings.kafka.consumer(
+            f"outcome-count-{uuid.uuid4().hex[:8]}",
+            **{
+                "enable.auto.commit": False,
+                "fetch.max.bytes": 52_428_800,
+            },
+        )
     )
     c.assign([TopicPartition(t, p, off) for (t, p), off in start.items()])
     pool_of = {t: pool for pool, t in pool_topics.items()}

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streams.kafka.config import KafkaConfig, StreamsConfig
+
 __all__ = ["PREFIX", "ConfigError", "Settings"]
 
 PREFIX = "XIANGYUN_"
@@ -25,6 +27,22 @@ class ConfigError(ValueError):
 
 
 _HOSTPORT = re.compile(r"^[\w.\-]+:\d{1,5}$")
+_SECURITY_FIELDS = frozenset(
+    {
+        "kafka_security_protocol",
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_ca_location",
+        "kafka_ssl_certificate_location",
+        "kafka_ssl_key_location",
+        "kafka_ssl_key_password",
+        "kafka_ssl_endpoint_identification_algorithm",
+    }
+)
+_SECRETS = frozenset({"kafka_sasl_password", "kafka_ssl_key_password"})
+_PROTOCOLS = frozenset({"", "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"})
+_MECHANISMS = frozenset({"", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"})
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._\-]{1,100}$")
 
 
@@ -47,6 +65,16 @@ class Settings:
     kafka_heap: str = "1g"
     batch_size: int = 2000
     log_level: str = "WARNING"
+    # Transport security of every Kafka client, passed through to librdkafka (and Faust).
+    kafka_security_protocol: str = ""
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_ca_location: str = ""
+    kafka_ssl_certificate_location: str = ""
+    kafka_ssl_key_location: str = ""
+    kafka_ssl_key_password: str = ""
+    kafka_ssl_endpoint_identification_algorithm: str = ""
 
     def __post_init__(self) -> None:
         if not _HOSTPORT.match(self.kafka_bootstrap.split(",")[0]):
@@ -69,10 +97,47 @@ class Settings:
             raise ConfigError(f"XIANGYUN_PARTITIONS={self.partitions}: between 1 and 256")
         if not 1 <= self.batch_size <= 100_000:
             raise ConfigError(f"XIANGYUN_BATCH_SIZE={self.batch_size}: between 1 and 100000")
+        if self.kafka_security_protocol.upper() not in _PROTOCOLS:
+            raise ConfigError(
+                f"XIANGYUN_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: one of "
+                f"{', '.join(sorted(p for p in _PROTOCOLS if p))}"
+            )
+        if self.kafka_sasl_mechanism.upper() not in _MECHANISMS:
+            raise ConfigError(
+                f"XIANGYUN_KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r}: one of "
+                f"{', '.join(sorted(m for m in _MECHANISMS if m))}"
+            )
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(
                 f"XIANGYUN_LOG_LEVEL={self.log_level!r}: DEBUG, INFO, WARNING or ERROR"
             )
+
+    @property
+    def kafka(self) -> KafkaConfig:
+        """Every Kafka client's configuration: bootstrap, client id, security."""
+        security = {
+            f.name.removeprefix("kafka_").replace("_", "."): getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name in _SECURITY_FIELDS and getattr(self, f.name)
+        }
+        return KafkaConfig(self.kafka_bootstrap, client_id=self.app_id, security=security)
+
+    @property
+    def streams(self) -> StreamsConfig:
+        """The stream library's configuration (the library never reads settings itself)."""
+        return StreamsConfig(
+            kafka=self.kafka,
+            topic_prefix=self.topic_prefix,
+            partitions=self.partitions,
+            app_id=self.app_id,
+            batch_size=self.batch_size,
+            schema_dir=self.schema_dir,
+            catalog_dir=self.catalog_dir,
+            redis_url=self.redis_url,
+            log_level=self.log_level,
+            metrics_port=self.metrics_port,
+            metrics_host=self.metrics_host,
+        )
 
     @property
     def ingest_group(self) -> str:
@@ -108,7 +173,10 @@ class Settings:
     def describe(self) -> dict[str, str]:
         """Every setting with its environment variable name, for ``xiangyun config``."""
         return {
-            PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)
+            PREFIX + f.name.upper(): "***"
+            if f.name in _SECRETS and getattr(self, f.name)
+            else str(getattr(self, f.name))
+            for f in dataclasses.fields(self)
         }
 
 

@@ -240,7 +240,7 @@ class Stack:
         from confluent_kafka.admin import AdminClient
 
         try:
-            md = AdminClient({"bootstrap.servers": self.s.kafka_bootstrap}).list_topics(timeout=2)
+            md = AdminClient(self.s.kafka.admin()).list_topics(timeout=2)
             return bool(md.brokers)
         except Exception:
             return False
@@ -364,9 +364,9 @@ class Stack:
         self.kafka_up()
         self.redis_up()
         self.prometheus_up()
-        from streams.topics import ensure_topics
+        from streams.kafka.topics import ensure_topics
 
-        ensure_topics(self.s)
+        ensure_topics(self.s.streams)
         return self.status()
 
     def down(self) -> list[str]:

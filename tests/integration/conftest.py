@@ -17,12 +17,12 @@ import pytest
 
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
-from streams.catalog import Catalog
-from streams.catalog_store import CatalogStore
-from streams.codec import SchemaRegistry
-from streams.envelope import EnvelopeCodec
-from streams.registry import SchemaTopic
-from streams.topics import Topics, ensure_topics
+from streams.catalog.model import Catalog
+from streams.kafka.catalog_store import CatalogStore
+from streams.kafka.schema_topic import SchemaTopic
+from streams.kafka.topics import Topics, ensure_topics
+from streams.wire.codec import SchemaRegistry
+from streams.wire.envelope import EnvelopeCodec
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
 from xiangyun.stack import Stack
@@ -65,8 +65,8 @@ def settings(base_settings: Settings) -> Settings:
         metrics_port=_free_port(),
         batch_size=500,
     )
-    ensure_topics(s)
-    with CatalogStore(s) as store:
+    ensure_topics(s.streams)
+    with CatalogStore(s.streams) as store:
         store.bootstrap()
     return s
 
@@ -74,7 +74,7 @@ def settings(base_settings: Settings) -> Settings:
 @pytest.fixture
 def catalog_store(settings: Settings) -> Iterator[CatalogStore]:
     """The test's catalog in Kafka (starter catalog loaded), following its topic."""
-    store = CatalogStore(settings)
+    store = CatalogStore(settings.streams)
     try:
         store.bootstrap()  # already done by ``settings``: writes nothing
         yield store
@@ -84,7 +84,7 @@ def catalog_store(settings: Settings) -> Iterator[CatalogStore]:
 
 @pytest.fixture
 def topics(settings: Settings) -> Topics:
-    return Topics.of(settings)
+    return Topics.of(settings.streams)
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def generator(codec: EnvelopeCodec, catalog: Catalog, settings: Settings) -> Sam
 def producer(
     settings: Settings, topics: Topics, registry: SchemaRegistry, generator: SampleGenerator
 ) -> SourceProducer:
-    p = SourceProducer(settings, SchemaTopic(settings.kafka_bootstrap, topics.schemas, registry))
+    p = SourceProducer(settings.streams, SchemaTopic(settings.kafka, topics.schemas, registry))
     p.register([*registry, *generator.extra_schemas])
     return p
 

@@ -29,14 +29,15 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from connectors.producer import SourceProducer
-from streams.catalog import Catalog, CatalogError, Resource, Status, schema_file_loader
-from streams.catalog_store import CatalogStore, _close
-from streams.codec import Schema, SchemaRegistry, decode, encode
-from streams.envelope import Channel, Envelope, EnvelopeCodec
-from streams.identifiers import make_citizen_id
-from streams.pools import Pool
-from streams.registry import SchemaTopic
-from streams.topics import CATALOG_MAX_MESSAGE_BYTES, Topics
+from streams.catalog.model import Catalog, CatalogError, Resource, Status, schema_file_loader
+from streams.core.channel import Channel
+from streams.core.identifiers import make_citizen_id
+from streams.core.pools import Pool
+from streams.kafka.catalog_store import CatalogStore, _close
+from streams.kafka.schema_topic import SchemaTopic
+from streams.kafka.topics import CATALOG_MAX_MESSAGE_BYTES, Topics
+from streams.wire.codec import Schema, SchemaRegistry, decode, encode
+from streams.wire.envelope import Envelope, EnvelopeCodec
 from xiangyun.outcomes import end_offsets
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
@@ -108,11 +109,12 @@ class Outcomes:
         self.rejected = registry.by_name("org.xiangyun.Rejected")
         self.seen: dict[tuple[bytes, bytes], list[Outcome]] = {}
         self._c = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"catalog-it-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-            }
+            settings.kafka.consumer(
+                f"catalog-it-{uuid.uuid4().hex[:8]}",
+                **{
+                    "enable.auto.commit": False,
+                },
+            )
         )
         start = end_offsets(settings, topics.outcomes)
         self._c.assign([TopicPartition(t, p, off) for (t, p), off in start.items()])
@@ -254,7 +256,7 @@ def cli(settings: Settings, *argv: str, timeout: float = 60) -> subprocess.Compl
 
 
 def catalog_topic_limit(settings: Settings, topic: str) -> int:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.kafka.admin())
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     config = admin.describe_configs([resource])[resource].result(30)
     return int(config["max.message.bytes"].value)
@@ -262,14 +264,14 @@ def catalog_topic_limit(settings: Settings, topic: str) -> int:
 
 def test_bootstrap_loads_the_starter_catalog_once(settings: Settings) -> None:
     fresh = dataclasses.replace(settings, topic_prefix=f"{settings.topic_prefix}-boot")
-    topic = Topics.of(fresh).catalog
+    topic = Topics.of(fresh.streams).catalog
     # A catalog topic as an older release created it: Kafka's default 1 MiB message limit.
-    admin = AdminClient({"bootstrap.servers": fresh.kafka_bootstrap})
+    admin = AdminClient(fresh.kafka.admin())
     old = NewTopic(topic, 1, 1, config={"cleanup.policy": "compact"})
     admin.create_topics([old])[topic].result(30)
     assert catalog_topic_limit(fresh, topic) < CATALOG_MAX_MESSAGE_BYTES
     starter = Catalog.from_dir(fresh.catalog_dir)
-    with CatalogStore(fresh) as store:
+    with CatalogStore(fresh.streams) as store:
         events = store.bootstrap()
         # every starter entry submitted by its department, then approved by the bureau
         assert sorted(ev.resource_id for ev in events) == sorted(
@@ -278,7 +280,7 @@ def test_bootstrap_loads_the_starter_catalog_once(settings: Settings) -> None:
         assert {r.id for r in store.current() if r.in_force} == {r.id for r in starter}
         end = end_offsets(fresh, [topic])
         assert store.bootstrap() == []  # second run: nothing to do
-    with CatalogStore(fresh) as again:
+    with CatalogStore(fresh.streams) as again:
         assert again.bootstrap() == []  # nor from another process's view of the topic
         rebuilt = again.current()  # the catalog rebuilt from Kafka alone
     assert end_offsets(fresh, [topic]) == end  # nothing was written
@@ -288,7 +290,7 @@ def test_bootstrap_loads_the_starter_catalog_once(settings: Settings) -> None:
         assert got is not None and got.provider == entry.provider and got.version == 1
     # The specs went to the schema topic: any consumer can decode payloads written with them.
     registry = SchemaRegistry()
-    schemas = SchemaTopic(fresh.kafka_bootstrap, Topics.of(fresh).schemas, registry).follow()
+    schemas = SchemaTopic(fresh.kafka, Topics.of(fresh.streams).schemas, registry).follow()
     try:
         for entry in starter:
             assert Schema.load(fresh.schema_dir / entry.schema).fingerprint in registry
@@ -299,7 +301,7 @@ def test_bootstrap_loads_the_starter_catalog_once(settings: Settings) -> None:
 def test_a_writer_overtaken_by_another_writes_nothing(settings: Settings) -> None:
     """Two writers at once: the later one fences the earlier, whose change is refused with
     "changed concurrently, retry"; the topic holds one consistent history."""
-    with CatalogStore(settings) as slow, CatalogStore(settings) as fast:
+    with CatalogStore(settings.streams) as slow, CatalogStore(settings.streams) as fast:
         slow.start()
         producer = slow._become_writer()  # slow reads the catalog, computes its change ...
         slow.sync()
@@ -315,7 +317,7 @@ def test_a_writer_overtaken_by_another_writes_nothing(settings: Settings) -> Non
         fast.sync()
         state = fast.state(RESIDENT)
         assert state is not None and state.history[-1].reason == "fast writer"
-    with CatalogStore(settings) as rebuilt:  # and a reader starting now sees the same
+    with CatalogStore(settings.streams) as rebuilt:  # and a reader starting now sees the same
         state = rebuilt.start().state(RESIDENT)
         assert state is not None and [c.reason for c in state.history][-1] == "fast writer"
         assert rebuilt.current().in_force(RESIDENT) is None
@@ -342,7 +344,7 @@ def test_approved_resource_is_collected_by_the_running_worker(
     assert outcomes.of(send(producer, records.certificate(spec))) == rejected(
         topics, "UNKNOWN_RESOURCE"
     )
-    with CatalogStore(settings, schema_loader=schema_file_loader(spec_dir)) as store:
+    with CatalogStore(settings.streams, schema_loader=schema_file_loader(spec_dir)) as store:
         (submitted,) = store.submit(new)
         assert submitted.change.to_status is Status.SUBMITTED
         assert submitted.change.actor == "220000-CL"  # the department, by default
@@ -429,7 +431,7 @@ def test_a_catalog_record_the_worker_cannot_read_does_not_stop_it(
     outcomes: Outcomes,
     worker: WorkerProcess,
 ) -> None:
-    raw = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    raw = Producer(settings.kafka.producer())
     raw.produce(topics.catalog, b"{not a catalog event", RESIDENT.encode())
     raw.produce(topics.catalog, None, b"population.unknown")  # a tombstone
     assert raw.flush(30) == 0

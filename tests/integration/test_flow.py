@@ -17,10 +17,10 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
-from streams.codec import Schema, SchemaRegistry, decode, encode
-from streams.envelope import EnvelopeCodec
-from streams.kafka import group_lag
-from streams.topics import Topics
+from streams.kafka.lag import group_lag
+from streams.kafka.topics import Topics
+from streams.wire.codec import Schema, SchemaRegistry, decode, encode
+from streams.wire.envelope import EnvelopeCodec
 from xiangyun.outcomes import wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
@@ -34,11 +34,12 @@ def read_outcomes(
     """Every record in the outcome topics, from the beginning, until ``n`` (distinct
     key and value pairs with ``distinct``) or a timeout."""
     c = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"read-{uuid.uuid4().hex[:6]}",
-            "enable.auto.commit": False,
-        }
+        settings.kafka.consumer(
+            f"read-{uuid.uuid4().hex[:6]}",
+            **{
+                "enable.auto.commit": False,
+            },
+        )
     )
     parts = []
     for t in topics.outcomes:
@@ -60,7 +61,7 @@ def read_outcomes(
 
 
 def test_services_answer(base_settings: Settings) -> None:
-    admin = AdminClient({"bootstrap.servers": base_settings.kafka_bootstrap})
+    admin = AdminClient(base_settings.kafka.admin())
     assert admin.list_topics(timeout=10).brokers, "Kafka has no broker"
     assert redis.Redis.from_url(base_settings.redis_url).ping()
     url = f"http://127.0.0.1:{base_settings.prometheus_port}/api/v1/status/config"
@@ -238,6 +239,6 @@ def test_group_lag_counts_what_the_worker_has_not_committed(
 ) -> None:
     sample = list(generator.records(500))
     producer.send_all(((r.key, r.value) for r in sample), progress=False)
-    assert sum(group_lag(settings, topics.collect, settings.ingest_group).values()) == 500
+    assert sum(group_lag(settings.kafka, topics.collect, settings.ingest_group).values()) == 500
     with WorkerProcess(settings, name=f"lag-{settings.app_id}"):
         assert wait_for_no_lag(settings, topics, timeout=60) == 0

@@ -12,20 +12,15 @@ from typing import Any
 import pytest
 
 from connectors.generator import BROKEN_KINDS, SampleGenerator, SampleRecord, counts
-from streams.catalog import Catalog, Resource
-from streams.codec import CodecError, Schema, SchemaRegistry, decode, encode, read_fingerprint
-from streams.envelope import Envelope, EnvelopeCodec
-from streams.identifiers import (
-    city_of,
-    is_region,
-    is_valid_citizen_id,
-    is_valid_credit_code,
-    is_valid_date,
-)
-from streams.ingest import Ingestor, OutcomeKind, file_spec_loader
-from streams.reasons import Reason
-from streams.spec import check_fields, check_subject, subject_of
-from streams.topics import Topics
+from streams.catalog.model import Catalog, Resource
+from streams.catalog.spec import check_fields, check_subject, subject_of
+from streams.core.identifiers import is_valid_citizen_id, is_valid_credit_code, is_valid_date
+from streams.core.reasons import Reason
+from streams.core.regions import city_of, is_region
+from streams.ingest.decision import Ingestor, OutcomeKind, file_spec_loader
+from streams.kafka.topics import Topics
+from streams.wire.codec import CodecError, Schema, SchemaRegistry, decode, encode, read_fingerprint
+from streams.wire.envelope import Envelope, EnvelopeCodec
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "schemas" / "avro"

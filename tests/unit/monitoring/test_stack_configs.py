@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from monitoring.metrics import Metrics
-from streams.reasons import Reason
+from streams.core.reasons import Reason
 from xiangyun.cli import build_parser
 from xiangyun.settings import PREFIX, Settings
 

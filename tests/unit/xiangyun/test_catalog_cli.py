@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.catalog import Catalog, schema_file_loader
-from streams.catalog_review import DATA_BUREAU, CatalogBook
+from streams.catalog.model import Catalog, schema_file_loader
+from streams.catalog.review import DATA_BUREAU, CatalogBook
 from xiangyun.catalog_cli import render_state, run_catalog
 from xiangyun.cli import build_parser, main
 from xiangyun.settings import Settings

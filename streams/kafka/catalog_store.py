@@ -1,0 +1,434 @@
+"""The catalog in Kafka (目录的权威存储): the compacted catalog topic is its source of truth.
+
+:class:`CatalogStore` follows :attr:`~streams.kafka.topics.Topics.catalog` on a background thread
+(a :class:`~streams.kafka.follower.CompactedView`), replays every :class:`CatalogEvent` into a
+:class:`CatalogBook` and publishes an immutable :class:`Catalog` snapshot after each change:
+:meth:`current` is a plain attribute read, so the ingest asks it once per record without a
+round trip, and a change reaches every running worker within a poll interval.
+
+Commands (:meth:`submit`, :meth:`approve`, :meth:`reject`, :meth:`retire`, :meth:`bootstrap`)
+run as a single writer:
+
+1. become *the* catalog writer: a transactional producer whose ``transactional.id`` is the
+   same for every writer of this topic. ``init_transactions`` fences any other writer (its
+   open transaction is aborted, its commit fails) and waits until the previous writer's
+   commit is complete, so what we read next includes every earlier change;
+2. read the topic to its end, run the command on a copy of the book to get its events;
+3. publish the collection specs the events carry to the schema topic (so every consumer can
+   decode payloads written with them), then write the events in one transaction keyed by
+   resource id, and commit;
+4. read our own events back and check the stored state is ours (optimistic concurrency, as
+   a second line of defence): otherwise :class:`CatalogError` "changed concurrently, retry".
+
+Fencing matters beyond the error message: the book keeps the highest ``seq`` per resource
+while compaction keeps the *last* record per key, so two writers racing on one resource
+would leave live followers and a rebuild from the compacted topic disagreeing. With one
+writer at a time, offsets and ``seq`` grow together.
+
+A record of the topic that cannot be parsed (or a tombstone, which no command writes) is
+counted in :attr:`CatalogStore.errors` and logged; following goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+)
+
+from streams.catalog.model import (
+    Catalog,
+    CatalogError,
+    Resource,
+    SchemaLoader,
+    Status,
+    schema_file_loader,
+)
+from streams.catalog.review import DATA_BUREAU, CatalogBook, CatalogEvent, ResourceState
+from streams.kafka.config import StreamsConfig
+from streams.kafka.follower import CompactedView, ViewError
+from streams.kafka.schema_topic import SchemaTopic
+from streams.kafka.topics import CATALOG_MAX_MESSAGE_BYTES, Topics, ensure_topics
+from streams.wire.codec import Schema, SchemaRegistry
+
+__all__ = ["MAX_EVENT_BYTES", "CatalogStore", "CatalogUnavailable"]
+
+log = logging.getLogger(__name__)
+
+#: the largest catalog event the store writes (headroom for the record batch overhead)
+MAX_EVENT_BYTES = CATALOG_MAX_MESSAGE_BYTES - 16 * 1024
+
+#: a command: run on a copy of the book at a time (ms), returns the events to write
+Command = Callable[[CatalogBook, int], list[CatalogEvent]]
+
+_FENCED = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+}
+
+
+class CatalogUnavailable(RuntimeError):
+    """Kafka could not be reached, or the catalog topic could not be read or written."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _close(producer: Producer) -> None:
+    """Close a writer; a fenced one cannot abort its transaction and need not (the broker
+    already aborted it), so the client's warning about that is dropped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        producer.close()
+
+
+class CatalogStore:
+    """The Kafka-backed catalog: a :class:`~streams.ingest.runtime.CatalogSource` and its writer.
+
+    Nothing touches Kafka until :meth:`start` (commands start the store themselves).
+    ``schema_loader`` reads the collection specs of submissions (default: the files below
+    ``config.schema_dir``); a running catalog never reads spec files: :meth:`spec` gives
+    the spec stored with the version. ``timeout`` bounds every wait on Kafka, in seconds.
+    """
+
+    def __init__(
+        self,
+        config: StreamsConfig,
+        *,
+        schema_loader: SchemaLoader | None = None,
+        reviewers: Iterable[str] = (DATA_BUREAU,),
+        timeout: float = 30.0,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.config = config
+        self.topics = Topics.of(config)
+        self.topic = self.topics.catalog
+        self.timeout = timeout
+        self._clock = clock
+        self._book = CatalogBook(
+            schema_loader or schema_file_loader(config.schema_dir), reviewers=reviewers
+        )
+        self._catalog = Catalog()
+        self._specs: dict[tuple[str, int], Schema] = {}
+        self._lock = threading.Lock()  # the book and the snapshot reference
+        self._write_lock = threading.Lock()  # one command at a time in this process
+        self._start_lock = threading.Lock()
+        self._view: CompactedView | None = None
+        self.errors = 0  # records of the topic that could not be applied
+        self.applied = 0  # events that changed the book
+
+    # -- following -----------------------------------------------------------------------
+    def start(self, timeout: float | None = None) -> CatalogStore:
+        """Read the catalog topic to its end and keep following it (idempotent)."""
+        with self._start_lock:
+            if self._view is not None:
+                return self
+            view = CompactedView(self.config.kafka, self.topic, self._apply)
+            try:
+                view.start(self.timeout if timeout is None else timeout)
+            except (ViewError, KafkaException) as exc:
+                view.stop()
+                raise CatalogUnavailable(
+                    f"cannot read the catalog topic {self.topic}: {exc}; is Kafka up "
+                    f"(`xiangyun stack status`) and the catalog bootstrapped "
+                    f"(`xiangyun catalog bootstrap`)?"
+                ) from exc
+            self._view = view
+        return self
+
+    def _apply(self, key: bytes, value: bytes | None) -> None:
+        """Called on the view's thread for each record of the topic, in offset order."""
+        try:
+            if value is None:
+                raise CatalogError("tombstone: catalog entries are retired, never deleted")
+            event = CatalogEvent.from_json(value)
+            if event.key != key:
+                raise CatalogError(f"key {key!r:.80} is not the event's resource id")
+            with self._lock:
+                if self._book.apply(event):
+                    state = event.state
+                    view = (state.in_force or state.latest).resource
+                    self._catalog = self._catalog.with_entry(view)
+                    self.applied += 1
+        except Exception as exc:  # a bad record must not stop the catalog
+            self.errors += 1
+            log.error("catalog topic %s: record with key %r ignored: %s", self.topic, key, exc)
+
+    def current(self) -> Catalog:
+        """The catalog as last read: per resource its version in force, else its latest.
+        Never mutated once returned; empty before :meth:`start`."""
+        return self._catalog
+
+    def sync(self, timeout: float | None = None) -> None:
+        """Wait until every change committed before this call is in :meth:`current`."""
+        view = self.start()._view
+        assert view is not None
+        if not view.sync(self.timeout if timeout is None else timeout):
+            raise CatalogUnavailable(
+                f"could not read the catalog topic {self.topic} to its end; is Kafka up?"
+            )
+
+    def state(self, resource_id: str) -> ResourceState | None:
+        """Every version and the whole history of one resource."""
+        with self._lock:
+            return self._book.state(resource_id)
+
+    def states(self) -> list[ResourceState]:
+        with self._lock:
+            return self._book.states()
+
+    def spec(self, resource: Resource) -> Schema:
+        """The reader schema of ``resource``'s version: the collection spec stored with that
+        version (parsed once per version in force), never the file on disk."""
+        key = (resource.id, resource.version)
+        schema = self._specs.get(key)
+        if schema is not None:
+            return schema
+        state = self.state(resource.id)
+        if state is None:
+            raise CatalogError(f"{resource.id} is not in the catalog")
+        version = state.version(resource.version)
+        schema = Schema.parse(version.spec)
+        # A draft or submitted version may still be overwritten under the same number;
+        # a version that has been approved never changes.
+        if version.resource.status not in (Status.DRAFT, Status.SUBMITTED):
+            self._specs[key] = schema
+        return schema
+
+    def close(self) -> None:
+        with self._start_lock:
+            if self._view is not None:
+                self._view.stop()
+                self._view = None
+
+    def __enter__(self) -> CatalogStore:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- commands ------------------------------------------------------------------------
+    def submit(
+        self,
+        entries: Resource | Iterable[Resource],
+        actor: str | None = None,
+        *,
+        draft: bool = False,
+    ) -> list[CatalogEvent]:
+        """Submit entries for review (``draft``: save them as drafts), all or none. The actor
+        defaults to each entry's department."""
+        items = [entries] if isinstance(entries, Resource) else list(entries)
+        if not items:
+            raise CatalogError("nothing to submit: the file holds no catalog entry")
+
+        def run(book: CatalogBook, at: int) -> list[CatalogEvent]:
+            command = book.save_draft if draft else book.submit
+            return [command(e, actor or e.department, at) for e in items]
+
+        return self._command(run, publish_specs=True)
+
+    def approve(
+        self, resource_id: str, reason: str = "", *, actor: str = DATA_BUREAU
+    ) -> CatalogEvent:
+        """Put the submitted version of ``resource_id`` in force."""
+        return self._command(
+            lambda book, at: [book.approve(resource_id, actor, reason, at)], publish_specs=True
+        )[0]
+
+    def reject(self, resource_id: str, reason: str, *, actor: str = DATA_BUREAU) -> CatalogEvent:
+        """Refuse the submitted version of ``resource_id``; ``reason`` tells the department why."""
+        return self._command(
+            lambda book, at: [book.reject(resource_id, actor, reason, at)], publish_specs=False
+        )[0]
+
+    def retire(self, resource_id: str, reason: str, *, actor: str = DATA_BUREAU) -> CatalogEvent:
+        """Take ``resource_id`` out of force (records for it are then refused)."""
+        return self._command(
+            lambda book, at: [book.retire(resource_id, actor, reason, at)], publish_specs=False
+        )[0]
+
+    def bootstrap(self, directory: Path | None = None) -> list[CatalogEvent]:
+        """Load the starter catalog (``config.catalog_dir``): the resources not yet in the
+        topic are submitted by their departments and approved by the data bureau, in one
+        transaction. Resources already in the topic are left alone (the topic, not the
+        files, is the source of truth), so a second run writes nothing."""
+        ensure_topics(self.config, self.topics, timeout=self.timeout)
+        self._raise_message_limit()
+        entries = list(Catalog.from_dir(directory or self.config.catalog_dir))
+        reviewer = DATA_BUREAU if DATA_BUREAU in self._book.reviewers else min(self._book.reviewers)
+        return self._command(
+            lambda book, at: book.bootstrap(entries, reviewer, at), publish_specs=True
+        )
+
+    def _raise_message_limit(self) -> None:
+        """A catalog topic created before it took large events (1 MiB, Kafka's default) gets
+        :data:`~streams.kafka.topics.CATALOG_MAX_MESSAGE_BYTES`; a higher limit is left alone."""
+        admin = AdminClient(self.config.kafka.admin())
+        resource = ConfigResource(ConfigResource.Type.TOPIC, self.topic)
+        key = "max.message.bytes"
+        try:
+            config = admin.describe_configs([resource])[resource].result(self.timeout)
+            entry = config.get(key)
+            if entry is not None and int(entry.value or 0) >= CATALOG_MAX_MESSAGE_BYTES:
+                return
+            change = ConfigResource(
+                ConfigResource.Type.TOPIC,
+                self.topic,
+                incremental_configs=[
+                    ConfigEntry(
+                        key,
+                        str(CATALOG_MAX_MESSAGE_BYTES),
+                        incremental_operation=AlterConfigOpType.SET,
+                    )
+                ],
+            )
+            admin.incremental_alter_configs([change])[change].result(self.timeout)
+        except KafkaException as exc:
+            raise CatalogUnavailable(
+                f"cannot set {key} of the catalog topic {self.topic}: {exc}"
+            ) from exc
+        log.info("catalog topic %s: %s raised to %s", self.topic, key, CATALOG_MAX_MESSAGE_BYTES)
+
+    # -- the single writer ---------------------------------------------------------------
+    def _command(self, run: Command, *, publish_specs: bool) -> list[CatalogEvent]:
+        self.start()
+        with self._write_lock:
+            producer = self._become_writer()
+            try:
+                self.sync()
+                with self._lock:
+                    book = self._book.copy()
+                events = run(book, self._clock())
+                if not events:
+                    return []
+                for ev in events:
+                    size = len(ev.to_json())
+                    if size > MAX_EVENT_BYTES:
+                        raise CatalogError(
+                            f"{ev.resource_id}: its catalog record would be {size:,} bytes, "
+                            f"over the {MAX_EVENT_BYTES:,} the catalog topic takes (the record "
+                            f"carries the whole history); retire it and register the resource "
+                            f"under a new id"
+                        )
+                if publish_specs:
+                    self._publish_specs(events)
+                last = self._write(producer, events)
+            finally:
+                _close(producer)
+            view = self._view
+            assert view is not None
+            if not view.wait_for(last[0], last[1], self.timeout):
+                raise CatalogUnavailable(
+                    f"the catalog change was committed to {self.topic} but not read back "
+                    f"within {self.timeout:.0f}s; check with `xiangyun catalog show`"
+                )
+            self._verify(events)
+        return events
+
+    def _become_writer(self) -> Producer:
+        producer = Producer(
+            self.config.kafka.transactional_producer(
+                # One id for every writer of this topic: a new writer fences the others.
+                f"xiangyun-catalog-writer.{self.topic}",
+                **{
+                    "transaction.timeout.ms": 15_000,
+                    "message.max.bytes": CATALOG_MAX_MESSAGE_BYTES,
+                    "linger.ms": 0,
+                },
+            )
+        )
+        try:
+            producer.init_transactions(self.timeout)
+        except KafkaException as exc:
+            _close(producer)
+            raise CatalogUnavailable(
+                f"cannot become the writer of the catalog topic {self.topic}: "
+                f"{exc.args[0] if exc.args else exc}; is Kafka up (`xiangyun stack status`)?"
+            ) from exc
+        return producer
+
+    def _publish_specs(self, events: list[CatalogEvent]) -> None:
+        schemas: dict[str, Schema] = {}
+        for ev in events:
+            version = ev.state.version(ev.change.version)
+            if version.spec and version.fingerprint not in schemas:
+                schemas[version.fingerprint] = Schema.parse(version.spec)
+        if not schemas:
+            return
+        topic = SchemaTopic(self.config.kafka, self.topics.schemas, SchemaRegistry())
+        try:
+            topic.publish(schemas.values(), timeout=self.timeout)
+        except (RuntimeError, KafkaException) as exc:
+            raise CatalogUnavailable(str(exc)) from exc
+
+    def _write(self, producer: Producer, events: list[CatalogEvent]) -> tuple[int, int]:
+        """Write ``events`` in one transaction; the (partition, offset) of the last one."""
+        delivered: list[tuple[int, int]] = []
+        failures: list[str] = []
+
+        def on_delivery(err: KafkaError | None, msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+            else:
+                delivered.append((msg.partition(), msg.offset()))
+
+        try:
+            producer.begin_transaction()
+            for ev in events:
+                producer.produce(self.topic, ev.to_json(), ev.key, on_delivery=on_delivery)
+            left = producer.flush(self.timeout)
+            if left or failures:
+                producer.abort_transaction(self.timeout)
+                raise CatalogUnavailable(
+                    f"could not write {left or len(failures)} catalog events to {self.topic}: "
+                    f"{failures[:3]}; nothing was changed; is Kafka up (`xiangyun stack status`)?"
+                )
+            producer.commit_transaction(self.timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() in _FENCED:
+                raise CatalogError(
+                    f"the catalog changed concurrently: another writer took over {self.topic} "
+                    f"while this change was being written, so it was not written; retry"
+                ) from exc
+            if isinstance(err, KafkaError) and err.txn_requires_abort():
+                with contextlib.suppress(KafkaException):
+                    producer.abort_transaction(self.timeout)
+            raise CatalogUnavailable(
+                f"could not write to the catalog topic {self.topic}: {err or exc}; "
+                f"is Kafka up (`xiangyun stack status`)?"
+            ) from exc
+        if not delivered:
+            raise CatalogUnavailable(f"no delivery report for the catalog events on {self.topic}")
+        return max(delivered)
+
+    def _verify(self, events: list[CatalogEvent]) -> None:
+        """Our change must be what the topic holds now (or the start of what it holds)."""
+        last = {ev.resource_id: ev for ev in events}
+        for rid, ev in last.items():
+            stored = self.state(rid)
+            mine = ev.state.history
+            if stored is None or stored.history[: len(mine)] != mine:
+                by = stored.history[-1].actor if stored is not None else "nobody"
+                raise CatalogError(
+                    f"{rid} changed concurrently (its latest change is by {by}); "
+                    f"this change was not applied; check with `xiangyun catalog show {rid}` "
+                    f"and retry"
+                )

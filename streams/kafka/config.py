@@ -1,0 +1,135 @@
+"""The one configuration of every Kafka client, and of the stream library as a whole.
+
+:class:`KafkaConfig` builds the producer, consumer and admin configurations: bootstrap,
+client id and the security properties (``security.protocol``, ``sasl.*``, ``ssl.*``) reach
+every client from here, so a broker with TLS or SASL needs no change anywhere else.
+:class:`StreamsConfig` is the small frozen object the library takes; the application
+builds it from its settings (the library never reads the environment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+__all__ = [
+    "SECURITY_PROPERTIES",
+    "KafkaConfig",
+    "StreamsConfig",
+    "idempotent_producer",
+]
+
+#: librdkafka properties that carry transport security; anything else is refused
+SECURITY_PROPERTIES = frozenset(
+    {
+        "security.protocol",
+        "sasl.mechanism",
+        "sasl.username",
+        "sasl.password",
+        "ssl.ca.location",
+        "ssl.certificate.location",
+        "ssl.key.location",
+        "ssl.key.password",
+        "ssl.endpoint.identification.algorithm",
+    }
+)
+
+#: a rejected record carries up to 1 MiB of original bytes plus its reason
+MAX_MESSAGE_BYTES = 4_194_304
+
+
+def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    """Bootstrap servers, client id and security properties shared by every client."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    client_id: str = "xiangyun"
+    security: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
+
+    def __post_init__(self) -> None:
+        unknown = set(self.security) - SECURITY_PROPERTIES
+        if unknown:
+            raise ValueError(
+                f"not a Kafka security property: {sorted(unknown)}; "
+                f"known: {sorted(SECURITY_PROPERTIES)}"
+            )
+        object.__setattr__(self, "security", _frozen(self.security))
+
+    def common(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap, "client.id": self.client_id, **self.security}
+
+    def producer(self, **overrides: Any) -> dict[str, Any]:
+        """acks=all and idempotence: the client's own retries never duplicate or reorder."""
+        conf: dict[str, Any] = {
+            **self.common(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "batch.num.messages": 10000,
+            "compression.type": "lz4",
+            "message.max.bytes": MAX_MESSAGE_BYTES,
+            "queue.buffering.max.messages": 500_000,
+        }
+        conf.update(overrides)
+        return conf
+
+    def transactional_producer(self, transactional_id: str, **overrides: Any) -> dict[str, Any]:
+        """:meth:`producer` with a transactional id: a new instance fences the old one."""
+        return self.producer(**{"transactional.id": transactional_id, **overrides})
+
+    def consumer(self, group: str, **overrides: Any) -> dict[str, Any]:
+        """A consumer that does not stall: librdkafka's default 1 s fetch-queue backoff
+        leaves a fast reader idle most of each second once its prefetch queue is empty."""
+        conf: dict[str, Any] = {
+            **self.common(),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.queue.backoff.ms": 10,
+        }
+        conf.update(overrides)
+        return conf
+
+    def admin(self, **overrides: Any) -> dict[str, Any]:
+        return {**self.common(), **overrides}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamsConfig:
+    """What the stream library needs to run: built by the application from its settings."""
+
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    topic_prefix: str = "xy"
+    partitions: int = 4
+    app_id: str = "xiangyun"
+    batch_size: int = 2000
+    schema_dir: Path = Path("schemas/avro")
+    catalog_dir: Path = Path("catalog")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    log_level: str = "WARNING"
+    metrics_port: int = 9108
+    metrics_host: str = "127.0.0.1"
+
+    @property
+    def ingest_group(self) -> str:
+        """Consumer group of the ingest on the collect topic (Faust's own group is app_id)."""
+        return f"{self.app_id}.ingest"
+
+
+def idempotent_producer(kafka: KafkaConfig, **overrides: Any) -> Producer:
+    """A :class:`Producer` from :meth:`KafkaConfig.producer` (librdkafka property
+    overrides passed as ``**{"linger.ms": 10}``)."""
+    return Producer(kafka.producer(**overrides))
+
+
+def consumer(kafka: KafkaConfig, group: str, **overrides: Any) -> Consumer:
+    return Consumer(kafka.consumer(group, **overrides))

@@ -1,0 +1,126 @@
+"""Topic names and their creation: one home for every topic the exchange uses.
+
+Pool, schema and catalog topics are compacted: Kafka keeps the latest value per key, so
+Redis views and agent state can always be rebuilt from Kafka.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from streams.core.pools import Pool
+from streams.kafka.config import StreamsConfig
+
+__all__ = ["CATALOG_MAX_MESSAGE_BYTES", "Topics", "ensure_topics"]
+
+_COMPACT = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+#: largest catalog event (one resource's state with its history) the catalog topic takes
+CATALOG_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prefix: str
+
+    @classmethod
+    def of(cls, config: StreamsConfig) -> Topics:
+        return cls(config.topic_prefix)
+
+    @property
+    def collect(self) -> str:
+        """Where source systems publish (采集); key ``resource_id|subject_id``."""
+        return f"{self.prefix}.collect"
+
+    def pool(self, pool: Pool) -> str:
+        return f"{self.prefix}.pool.{pool.value}"
+
+    @property
+    def pools(self) -> dict[Pool, str]:
+        return {p: self.pool(p) for p in Pool}
+
+    @property
+    def verification(self) -> str:
+        """Evidence from non-authoritative sources (多源校核)."""
+        return f"{self.prefix}.verification"
+
+    @property
+    def rejected(self) -> str:
+        return f"{self.prefix}.rejected"
+
+    @property
+    def schemas(self) -> str:
+        """Compacted: fingerprint → schema, read by every consumer."""
+        return f"{self.prefix}.schemas"
+
+    @property
+    def catalog(self) -> str:
+        """Compacted: resource id → latest catalog event with its history."""
+        return f"{self.prefix}.catalog"
+
+    @property
+    def outcomes(self) -> list[str]:
+        """Every topic an ingested record can end in: the pools, verification, rejected."""
+        return [*self.pools.values(), self.verification, self.rejected]
+
+    def all(self) -> dict[str, dict[str, str]]:
+        """Every topic with its configuration."""
+        out: dict[str, dict[str, str]] = {self.collect: {}, self.verification: {}}
+        # A rejected record keeps its original bytes, which may be near the 1 MiB limit.
+        out[self.rejected] = {"max.message.bytes": "4194304"}
+        for t in self.pools.values():
+            out[t] = dict(_COMPACT)
+        out[self.schemas] = dict(_COMPACT)
+        # A catalog event carries a resource's whole history and every version's spec; it
+        # grows with each change, so the catalog topic takes events well over 1 MiB.
+        out[self.catalog] = {**_COMPACT, "max.message.bytes": str(CATALOG_MAX_MESSAGE_BYTES)}
+        return out
+
+
+def ensure_topics(
+    config: StreamsConfig, topics: Topics | None = None, timeout: float = 30.0
+) -> None:
+    """Create the missing topics; existing ones are left as they are."""
+    topics = topics or Topics.of(config)
+    admin = AdminClient(config.kafka.admin())
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = topics.all()
+    new = []
+    for name, topic_config in wanted.items():
+        if name in existing:
+            continue
+        # Schemas and catalog are small and must stay ordered per key: one partition.
+        parts = 1 if name in (topics.schemas, topics.catalog) else config.partitions
+        new.append(NewTopic(name, num_partitions=parts, replication_factor=1, config=topic_config))
+    if not new:
+        return
+    for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+    _wait_for_leaders(admin, [t.topic for t in new], timeout)
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """A created topic takes a moment to get partition leaders; clients that ask for
+    offsets before then get NOT_LEADER_FOR_PARTITION. Return once every partition has one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(timeout=timeout).topics
+        waiting = [
+            n
+            for n in names
+            if n not in meta
+            or not meta[n].partitions
+            or any(p.leader < 0 for p in meta[n].partitions.values())
+        ]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics without a leader after {timeout}s: {waiting[:5]}")
+        time.sleep(0.1)
