@@ -54,6 +54,29 @@ class Metrics:
             "Schemas known to the worker",
             registry=r,
         )
+        self.transactions = Counter(
+            "xiangyun_ingest_transactions",
+            "Ingest transactions by result (committed, aborted)",
+            ["result"],
+            registry=r,
+        )
+        self.restore_seconds = Histogram(
+            "xiangyun_ingest_restore_seconds",
+            "Time to rebuild the pool state of newly assigned partitions from Kafka",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900),
+            registry=r,
+        )
+        self.state_keys = Gauge(
+            "xiangyun_ingest_state_keys",
+            "Keys whose current pool version this worker holds",
+            registry=r,
+        )
+        self.latency = Histogram(
+            "xiangyun_ingest_latency_seconds",
+            "From a batch read off the collect topic to its transaction committed",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
         self.up = Gauge("xiangyun_worker_up", "1 while the worker runs", registry=r)
 
     def count(self, outcomes: Mapping[tuple[str, str, str], int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import ssl
 
@@ -9,7 +10,7 @@ import faust
 
 from streams.ingest.agent import register_ingest
 from streams.ingest.reader import CollectReader
-from streams.ingest.runtime import Runtime
+from streams.ingest.runtime import Runtime, die
 from streams.kafka.config import KafkaConfig, StreamsConfig
 
 __all__ = ["broker_credentials", "create_app", "run_worker"]
@@ -69,9 +70,32 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
     runtime = runtime or Runtime(config)
     runtime.start()
     runtime.metrics.serve(config.metrics_port, config.metrics_host)
-    reader = CollectReader(app, config, runtime.topics.collect)
+    stopping = False
+
+    def lost(partitions: list[int]) -> None:
+        # Whatever the agent decided for these partitions may not commit any more, and
+        # the pool state may be ahead of Kafka: abort, and restart clean unless stopping.
+        try:
+            runtime.abort()
+        finally:
+            if not stopping:
+                die(RuntimeError(f"lost partitions {partitions} of {runtime.topics.collect}"))
+
+    reader = CollectReader(
+        app,
+        config,
+        runtime.topics.collect,
+        restore=runtime.restore,
+        drop=runtime.drop,
+        on_lost=lost,
+    )
     app.add_dependency(reader)
     register_ingest(app, runtime, reader)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def freeze_startup_objects() -> None:
+        # Start-up objects (modules, schemas, catalog) never die: keep the collector off them.
+        gc.freeze()
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:
@@ -84,4 +108,5 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
     try:
         worker.execute_from_commandline()
     finally:
+        stopping = True
         runtime.close()

@@ -80,17 +80,21 @@ def count_outcomes(
 ) -> OutcomeTally:
     """Count records that arrived after ``start`` until ``expected`` or a timeout.
 
-    Keys: ``accepted:<pool>``, ``verification``, ``rejected:<REASON>``.
+    Keys: ``accepted:<pool>``, ``superseded:<REASON>``, ``verification``,
+    ``rejected:<REASON>``. Reads ``read_committed``: an aborted transaction counts nothing.
     """
     pool_topics = {p.value: t for p, t in topics.pools.items()}
     verification_topic, rejected_topic = topics.verification, topics.rejected
     rejected_schema = registry.by_name("org.xiangyun.Rejected")
+    superseded_topic = topics.superseded
+    superseded_schema = registry.by_name("org.xiangyun.Superseded")
     c = Consumer(
         settings.kafka.consumer(
             f"outcome-count-{uuid.uuid4().hex[:8]}",
             **{
                 "enable.auto.commit": False,
                 "fetch.max.bytes": 52_428_800,
+                "isolation.level": "read_committed",
             },
         )
     )
@@ -113,6 +117,9 @@ def count_outcomes(
                 if topic == rejected_topic:
                     reason = decode(m.value() or b"", rejected_schema)["reason"]
                     tally.counts[f"rejected:{reason}"] += 1
+                elif topic == superseded_topic:
+                    reason = decode(m.value() or b"", superseded_schema)["reason"]
+                    tally.counts[f"superseded:{reason}"] += 1
                 elif topic == verification_topic:
                     tally.counts["verification"] += 1
                 else:
@@ -133,3 +140,99 @@ def count_outcomes(
     if progress:
         print(f"  outcomes {tally.total:,}/{expected:,} records", file=sys.stderr, flush=True)
     return tally
+
+
+@dataclass
+class Ledger:
+    """Every committed outcome of the collect topic's records, by source position.
+
+    ``outcomes[(partition, offset)]`` lists the (kind, reason) of each outcome record
+    that answers for that collect record: exactly one each is the exactly-once property.
+    """
+
+    outcomes: dict[tuple[int, int], list[tuple[str, str]]] = field(default_factory=dict)
+    collected: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition: low, high
+
+    def missing(self) -> list[tuple[int, int]]:
+        return [
+            (p, o)
+            for p, (low, high) in self.collected.items()
+            for o in range(low, high)
+            if (p, o) not in self.outcomes
+        ]
+
+    def doubled(self) -> dict[tuple[int, int], list[tuple[str, str]]]:
+        return {k: v for k, v in self.outcomes.items() if len(v) > 1}
+
+    def counts(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for answers in self.outcomes.values():
+            for kind, reason in answers:
+                out[f"{kind}:{reason}" if reason else kind] += 1
+        return out
+
+
+def read_ledger(settings: Settings, topics: Topics, timeout: float = 60.0) -> Ledger:
+    """Read the collect topic's extent and every outcome topic ``read_committed`` to its
+    end, and file each outcome under the collect record it answers for."""
+    from streams.ingest.pool_state import SOURCE_HEADER, unpack_source
+
+    registry = SchemaRegistry.from_dir(settings.schema_dir)
+    schemas = {
+        "rejected": registry.by_name("org.xiangyun.Rejected"),
+        "superseded": registry.by_name("org.xiangyun.Superseded"),
+        "accepted": registry.by_name("org.xiangyun.PoolRecord"),
+    }
+    kind_of = {t: "accepted" for t in topics.pools.values()}
+    kind_of[topics.superseded] = "superseded"
+    kind_of[topics.rejected] = "rejected"
+    kind_of[topics.verification] = "verification"
+    c = Consumer(
+        settings.kafka.consumer(
+            f"ledger-{uuid.uuid4().hex[:8]}",
+            **{"isolation.level": "read_committed", "fetch.max.bytes": 52_428_800},
+        )
+    )
+    ledger = Ledger()
+    try:
+        meta = c.list_topics(topics.collect, timeout=10).topics[topics.collect]
+        for p in meta.partitions:
+            ledger.collected[p] = c.get_watermark_offsets(
+                TopicPartition(topics.collect, p), timeout=10
+            )
+        ends: dict[tuple[str, int], int] = {}
+        for t in kind_of:
+            for p in c.list_topics(t, timeout=10).topics[t].partitions:
+                high = c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                if high > 0:
+                    ends[(t, p)] = high
+        c.assign([TopicPartition(t, p, 0) for (t, p) in ends])
+        deadline = time.monotonic() + timeout
+        left = dict(ends)
+        while left and time.monotonic() < deadline:
+            for m in c.consume(10_000, 0.5):
+                if m.error():
+                    continue
+                t, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
+                if off + 1 >= left.get((t, part), 0):
+                    left.pop((t, part), None)
+                kind = kind_of[t]
+                if kind == "verification":
+                    raw = dict(m.headers() or []).get(SOURCE_HEADER)
+                    assert isinstance(raw, bytes), "evidence without its source header"
+                    ledger.outcomes.setdefault(unpack_source(raw), []).append((kind, ""))
+                    continue
+                body = decode(m.value() or b"", schemas[kind])
+                reason = body.get("reason", "")
+                src = (body["source_partition"], body["source_offset"])
+                ledger.outcomes.setdefault(src, []).append((kind, reason))
+            # Compacted pool partitions may end in a marker: stop once positions pass it.
+            for (t, part), high in list(left.items()):
+                pos = c.position([TopicPartition(t, part)])[0].offset
+                if pos >= high:
+                    left.pop((t, part), None)
+        if left:
+            raise TimeoutError(f"outcome topics not read to their end: {sorted(left)[:5]}")
+    finally:
+        c.close()
+    return ledger

@@ -29,7 +29,7 @@ class WorkerProcess:
     def start(self, ready_timeout: float = 60.0) -> WorkerProcess:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("XIANGYUN_")}
-        env.update(self.settings.describe())
+        env.update(self.settings.describe(reveal=True))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "xiangyun", "worker"],

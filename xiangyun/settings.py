@@ -65,6 +65,10 @@ class Settings:
     kafka_heap: str = "1g"
     batch_size: int = 2000
     log_level: str = "WARNING"
+    max_clock_skew_s: int = 300
+    commit_interval_ms: int = 100
+    transaction_timeout_ms: int = 10_000
+    max_internal_errors: int = 100
     # Transport security of every Kafka client, passed through to librdkafka (and Faust).
     kafka_security_protocol: str = ""
     kafka_sasl_mechanism: str = ""
@@ -97,6 +101,16 @@ class Settings:
             raise ConfigError(f"XIANGYUN_PARTITIONS={self.partitions}: between 1 and 256")
         if not 1 <= self.batch_size <= 100_000:
             raise ConfigError(f"XIANGYUN_BATCH_SIZE={self.batch_size}: between 1 and 100000")
+        if not 0 <= self.max_clock_skew_s <= 86_400:
+            raise ConfigError(f"XIANGYUN_MAX_CLOCK_SKEW_S={self.max_clock_skew_s}: 0 to 86400")
+        if not 1 <= self.commit_interval_ms <= 60_000:
+            raise ConfigError(f"XIANGYUN_COMMIT_INTERVAL_MS={self.commit_interval_ms}: 1 to 60000")
+        if not 1_000 <= self.transaction_timeout_ms <= 900_000:
+            raise ConfigError(
+                f"XIANGYUN_TRANSACTION_TIMEOUT_MS={self.transaction_timeout_ms}: 1000 to 900000"
+            )
+        if self.max_internal_errors < 1:
+            raise ConfigError(f"XIANGYUN_MAX_INTERNAL_ERRORS={self.max_internal_errors}: >= 1")
         if self.kafka_security_protocol.upper() not in _PROTOCOLS:
             raise ConfigError(
                 f"XIANGYUN_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: one of "
@@ -137,6 +151,10 @@ class Settings:
             log_level=self.log_level,
             metrics_port=self.metrics_port,
             metrics_host=self.metrics_host,
+            max_clock_skew_ms=self.max_clock_skew_s * 1000,
+            commit_interval_ms=self.commit_interval_ms,
+            transaction_timeout_ms=self.transaction_timeout_ms,
+            max_internal_errors=self.max_internal_errors,
         )
 
     @property
@@ -170,11 +188,11 @@ class Settings:
         values.update(overrides)
         return cls(**values)
 
-    def describe(self) -> dict[str, str]:
+    def describe(self, *, reveal: bool = False) -> dict[str, str]:
         """Every setting with its environment variable name, for ``xiangyun config``."""
         return {
             PREFIX + f.name.upper(): "***"
-            if f.name in _SECRETS and getattr(self, f.name)
+            if f.name in _SECRETS and getattr(self, f.name) and not reveal
             else str(getattr(self, f.name))
             for f in dataclasses.fields(self)
         }

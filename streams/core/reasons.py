@@ -28,3 +28,12 @@ class Reason(StrEnum):
     CONSENT_MISSING = "CONSENT_MISSING"  # consent required and no consent reference
     FIELD_RULE = "FIELD_RULE"  # a field rule failed (check character, region, date, enum, length)
     INVALID_SUBJECT = "INVALID_SUBJECT"  # subject id fails its identifier check
+    # Versions and times: checked before they can pin a key (article 21, dynamic update)
+    INVALID_VERSION = "INVALID_VERSION"  # a negative source version
+    INVALID_TIME = "INVALID_TIME"  # observed-at before 1970 or beyond the allowed clock skew
+    # Pool outcomes that change nothing (superseded topic, not rejected)
+    DUPLICATE = "DUPLICATE"  # same key, same content as the pool's current version
+    STALE = "STALE"  # older than the pool's current version (source version, then observed-at)
+    VERSION_CONFLICT = "VERSION_CONFLICT"  # same version and time, other content: for the provider
+    # The platform's own fault, never the data's
+    INTERNAL = "INTERNAL"  # an unexpected error in the decision; alerts, and stops a failing worker

@@ -1,44 +1,108 @@
-"""Ingest agent (采集汇聚): collect topic → pool, verification or rejected topic.
+"""Ingest agent (采集汇聚): collect topic → pool, superseded, verification or rejected topic,
+exactly once.
 
-Each item of its stream is a batch read by :class:`~streams.ingest.reader.CollectReader`. The
-batch is decided, its outputs produced and flushed; only then are its offsets stored, so a
-worker killed at any point re-reads what it had not written.
+Each item of its stream is a batch read by :class:`~streams.ingest.reader.CollectReader`
+(or a :class:`~streams.ingest.reader.Barrier` from a rebalance). A batch is decided, its
+outputs go into the open transaction with the batch's offsets, and the transaction commits
+when no batch waits or it is ``commit_interval_ms`` old. The commit runs on a thread while
+the next batch is decided: the broker's acknowledgement no longer stalls the decisions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import faust
 from confluent_kafka import Message
 
-from streams.ingest.reader import CollectReader
-from streams.ingest.runtime import DeliveryError, Runtime, die_on_delivery_failure
+from streams.ingest.decision import Outcome
+from streams.ingest.reader import Barrier
+from streams.ingest.runtime import Offsets, die
 
-__all__ = ["register_ingest"]
+__all__ = ["BatchSource", "Transactional", "register_ingest"]
 
 
 class BatchSource(Protocol):
-    channel: faust.ChannelT[Sequence[Message]]
+    channel: faust.ChannelT[Any]
 
-    def done(self, messages: Sequence[Message]) -> None: ...
+    def group_metadata(self) -> object: ...
+    def idle(self) -> bool: ...
 
 
-def register_ingest(app: faust.App, runtime: Runtime, source: BatchSource | CollectReader) -> None:
+class Transactional(Protocol):
+    """What the agent needs of :class:`~streams.ingest.runtime.Runtime`."""
+
+    metrics: Any
+
+    def decide(self, messages: Any) -> list[Outcome]: ...
+    def produce(self, outcomes: Sequence[Outcome], offsets: Offsets) -> None: ...
+    def commit_due(self, idle: bool) -> bool: ...
+    def commit(self, group_metadata: Callable[[], object], timeout: float = ...) -> int: ...
+
+
+def _offsets(messages: Sequence[Message]) -> Offsets:
+    last: Offsets = {}
+    for m in messages:
+        last[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
+    return last
+
+
+def register_ingest(
+    app: faust.App,
+    runtime: Transactional,
+    source: BatchSource,
+    on_fatal: Callable[[BaseException], None] = die,
+) -> None:
     metrics = runtime.metrics
 
     @app.agent(source.channel, name="ingest")
-    async def ingest(batches: faust.StreamT[Sequence[Message]]) -> None:
-        async for messages in batches:
-            with metrics.batch_seconds.time():
-                outcomes = runtime.decide(
-                    (m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0)
-                    for m in messages
-                )
-                runtime.emit(outcomes)
+    async def ingest(items: faust.StreamT[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        commit: asyncio.Future[int] | None = None
+        read_at: list[float] = []  # when each batch of the open transaction was taken
+
+        async def finish() -> None:
+            nonlocal commit
+            if commit is not None:
                 try:
-                    await runtime.flush_async()
-                except DeliveryError as exc:
-                    die_on_delivery_failure(exc)
-            source.done(messages)
+                    await commit
+                except BaseException as exc:
+                    on_fatal(exc)
+                    raise
+                done = time.monotonic()
+                for t in read_at:
+                    metrics.latency.observe(done - t)
+                read_at.clear()
+                commit = None
+
+        async for item in items:
+            if isinstance(item, Barrier):
+                await finish()
+                commit = loop.run_in_executor(None, runtime.commit, source.group_metadata)
+                try:
+                    await finish()
+                except BaseException:
+                    item.release(False)
+                    raise
+                item.release(True)
+                continue
+            messages: Sequence[Message] = item
+            taken = time.monotonic()
+            with metrics.batch_seconds.time():
+                try:
+                    outcomes = runtime.decide(
+                        (m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0)
+                        for m in messages
+                    )
+                except Exception as exc:  # too many INTERNAL in a row
+                    on_fatal(exc)
+                    raise
+                await finish()  # the previous commit ran while this batch was decided
+                runtime.produce(outcomes, _offsets(messages))
+                read_at.append(taken)
+                if runtime.commit_due(source.idle()):
+                    commit = loop.run_in_executor(None, runtime.commit, source.group_metadata)
+        await finish()

@@ -1,8 +1,11 @@
 """The ingest decision (采集校验) for one collected record, free of Kafka and Faust.
 
-Every record ends in exactly one :class:`Outcome`: accepted into its resource's pool,
-kept as verification evidence (a non-authoritative source, article 20), or rejected with
-a reason code and its original bytes. No input makes :meth:`Ingestor.process` raise.
+Every record ends in exactly one :class:`Outcome`: accepted into its resource's pool as a
+new version with its provenance, superseded (a duplicate, stale or conflicting version:
+:mod:`streams.ingest.pool_state`), kept as verification evidence (a non-authoritative
+source, article 20), or rejected with a reason code and its original bytes. No input makes
+:meth:`Ingestor.process` raise; an error of the platform's own is ``INTERNAL``, counted in
+:attr:`Ingestor.internal_errors_in_a_row`, never blamed on the data.
 """
 
 from __future__ import annotations
@@ -20,6 +23,16 @@ from streams.core.channel import Channel
 from streams.core.pools import Pool
 from streams.core.reasons import Reason
 from streams.core.regions import PROVINCE, city_of, is_region
+from streams.ingest.pool_state import (
+    SOURCE_HEADER,
+    STATE_HEADER,
+    PoolState,
+    Verdict,
+    content_fingerprint,
+    current_of,
+    pack_source,
+    pack_state,
+)
 from streams.kafka.topics import Topics
 from streams.wire.codec import CodecError, Schema, SchemaRegistry, decode, encode, read_fingerprint
 from streams.wire.envelope import EnvelopeCodec, record_key
@@ -47,12 +60,17 @@ Message = tuple[bytes | None, bytes | None, str, int, int]
 
 class OutcomeKind(StrEnum):
     ACCEPTED = "accepted"
+    SUPERSEDED = "superseded"
     VERIFICATION = "verification"
     REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """One output record. ``partition`` is the source partition (-1: let the client
+    choose): every outcome topic is partitioned like the collect topic, so the pool
+    partition ``p`` holds exactly the keys of collect partition ``p``."""
+
     kind: OutcomeKind
     topic: str
     key: bytes | None
@@ -60,6 +78,8 @@ class Outcome:
     pool: Pool | None = None
     reason: Reason | None = None
     resource_id: str = ""
+    partition: int = -1
+    headers: list[tuple[str, str | bytes | None]] | None = None
 
 
 class IngestRejection(Exception):
@@ -90,6 +110,9 @@ class Ingestor:
         spec_of: SpecOf,
         refresh_schemas: Callable[[], bool] | None = None,
         rejected_schema: Schema | None = None,
+        pool_state: PoolState | None = None,
+        max_clock_skew_ms: int = 300_000,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.codec = codec
         self.registry: SchemaRegistry = codec.registry
@@ -100,8 +123,15 @@ class Ingestor:
         self._rejected_schema = rejected_schema or codec.registry.add(
             Schema.load(schema_dir / "rejected.avsc")
         )
+        self._pool_schema = codec.registry.add(Schema.load(schema_dir / "pool_record.avsc"))
+        self._superseded_schema = codec.registry.add(Schema.load(schema_dir / "superseded.avsc"))
+        self.state = pool_state if pool_state is not None else PoolState()
+        self.max_clock_skew_ms = max_clock_skew_ms
+        self._clock_ms = clock_ms
         self._specs: dict[tuple[str, int], Schema] = {}
         self._pool_topics = topics.pools
+        #: unexpected errors since the last record decided without one
+        self.internal_errors_in_a_row = 0
 
     # -- the decision ------------------------------------------------------------------
     def process_batch(self, messages: Iterable[Message]) -> list[Outcome]:
@@ -129,15 +159,16 @@ class Ingestor:
         offset: int = -1,
     ) -> Outcome:
         try:
-            return self._decide(key, value)
+            out = self._decide(key, value, topic, partition, offset)
         except IngestRejection as rej:
-            return self.reject(rej.reason, rej.detail, key, value, topic, partition, offset)
+            out = self.reject(rej.reason, rej.detail, key, value, topic, partition, offset)
         except CodecError as err:
-            return self.reject(err.reason, err.detail, key, value, topic, partition, offset)
-        except Exception as exc:  # a bug must not lose the record: reject it, keep going
+            out = self.reject(err.reason, err.detail, key, value, topic, partition, offset)
+        except Exception as exc:  # our bug, not bad data: keep the record, say so, count it
             log.exception("ingest: unexpected error at %s[%s]@%s", topic, partition, offset)
+            self.internal_errors_in_a_row += 1
             return self.reject(
-                Reason.UNDECODABLE,
+                Reason.INTERNAL,
                 f"internal: {type(exc).__name__}: {exc}",
                 key,
                 value,
@@ -145,8 +176,12 @@ class Ingestor:
                 partition,
                 offset,
             )
+        self.internal_errors_in_a_row = 0
+        return out
 
-    def _decide(self, key: bytes | None, value: bytes | None) -> Outcome:
+    def _decide(
+        self, key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int
+    ) -> Outcome:
         if not value:
             raise IngestRejection(Reason.MALFORMED, "empty value")
         if len(value) > MAX_RECORD_BYTES:
@@ -154,20 +189,30 @@ class Ingestor:
         # The envelope's fields, not an Envelope: building the frozen dataclass cost a tenth
         # of the decision. Same checks and errors as codec.decode(value).
         (
-            _,  # record_id
+            record_id,
             resource_id,
             subject_id,
             provider,
             region,
             channel,
-            _,  # observed_at_ms
-            _,  # version
+            observed_at_ms,
+            version,
             payload_bytes,
             consent_ref,
         ) = self.codec.decode_values(value, self._writer_of(value))
         env_key = record_key(resource_id, subject_id)
         if key != env_key:
             raise IngestRejection(Reason.KEY_MISMATCH, f"key {key!r:.80} is not {env_key!r:.80}")
+        # Before anything can pin a key: one record with the largest version or a time far
+        # ahead would otherwise make every later record of its subject stale.
+        if version < 0:
+            raise IngestRejection(Reason.INVALID_VERSION, f"version {version} is negative")
+        if observed_at_ms < 0 or observed_at_ms > self._clock_ms() + self.max_clock_skew_ms:
+            raise IngestRejection(
+                Reason.INVALID_TIME,
+                f"observed_at_ms {observed_at_ms} is before 1970 or more than "
+                f"{self.max_clock_skew_ms // 1000} s ahead of the platform's clock",
+            )
         resource = self._resource(resource_id)
         self._check_envelope(region, channel, consent_ref, resource)
         spec = self._spec(resource)  # registers the spec: its own payloads need no lookup
@@ -195,15 +240,73 @@ class Ingestor:
                 resource.pool,
                 None,
                 resource.id,
+                partition,
+                [(SOURCE_HEADER, pack_source(partition, offset))],
             )
+        fingerprint = content_fingerprint(payload_bytes)
+        verdict, previous = self.state.decide(partition, key, version, observed_at_ms, fingerprint)
+        now = self._clock_ms()
+        if verdict is not Verdict.UPDATE:
+            current_version, current_observed = current_of(previous)
+            superseded = {
+                "reason": verdict.value,
+                "resource_id": resource_id,
+                "subject_id": subject_id,
+                "record_id": record_id,
+                "provider": provider,
+                "version": version,
+                "observed_at_ms": observed_at_ms,
+                "current_version": current_version,
+                "current_observed_at_ms": current_observed,
+                "source_topic": topic,
+                "source_partition": partition,
+                "source_offset": offset,
+                "decided_at_ms": now,
+            }
+            return Outcome(
+                OutcomeKind.SUPERSEDED,
+                self.topics.superseded,
+                key,
+                encode(self._superseded_schema, superseded),
+                resource.pool,
+                Reason(verdict.value),
+                resource.id,
+                partition,
+            )
+        try:
+            record = {
+                "resource_id": resource_id,
+                "subject_id": subject_id,
+                "version": version,
+                "observed_at_ms": observed_at_ms,
+                "content_fingerprint": fingerprint,
+                "record_id": record_id,
+                "provider": provider,
+                "channel": channel.value,
+                "region": region,
+                "consent_ref": consent_ref,
+                "accepted_at_ms": now,
+                "source_topic": topic,
+                "source_partition": partition,
+                "source_offset": offset,
+                "catalog_version": resource.version,
+                "verification_count": 0,
+                "payload": payload_bytes,
+            }
+            pool_value = encode(self._pool_schema, record)
+        except BaseException:
+            self.state.undo(partition, key, previous)
+            raise
         return Outcome(
             OutcomeKind.ACCEPTED,
             self._pool_topics[resource.pool],
             key,
-            value,
+            pool_value,
             resource.pool,
             None,
             resource.id,
+            partition,
+            [(STATE_HEADER, pack_state(version, observed_at_ms, fingerprint))],
         )
 
     def _writer_of(self, data: bytes) -> Schema:
@@ -284,6 +387,8 @@ class Ingestor:
             encode(self._rejected_schema, record),
             None,
             reason,
+            "",
+            partition if topic else -1,
         )
 
 

@@ -5,9 +5,14 @@ Why not a Faust topic stream: Faust's conductor spends about 65 µs on every mes
 task, a queue hop and an event per record), which caps one worker near 15,000 records/s
 before any work is done. A batch per channel item pays that cost once per batch.
 
-Offsets are stored only when the agent calls :meth:`CollectReader.done` after the batch's
-outputs are acknowledged by the broker; librdkafka commits stored offsets every second and
-on close. A crash re-reads what was not done: at-least-once, never lost.
+Offsets are never committed here: the agent commits them inside its transactions. The
+reader handles the group's rebalances, on its own thread, inside ``consume``:
+
+- assigned partitions get their pool state restored before any of their records is read;
+- revoked partitions: a :class:`Barrier` goes through the channel behind every batch
+  already handed over, and the agent commits what it holds before the partition moves;
+- lost partitions (the group went on without us): the open transaction is aborted and the
+  worker exits; nothing it decided may be committed any more.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import queue
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -26,35 +31,66 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from streams.kafka.config import StreamsConfig
 
-__all__ = ["CollectReader"]
+__all__ = ["Barrier", "CollectReader"]
 
 log = logging.getLogger(__name__)
 
+#: how long a revocation may wait for the agent to commit what it holds
+BARRIER_TIMEOUT_S = 60.0
+
+
+class Barrier:
+    """Commit everything handed over before me, then let the rebalance go on."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.ok = False
+
+    def release(self, ok: bool) -> None:
+        self.ok = ok
+        self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout) and self.ok
+
 
 class CollectReader(mode.Service):
-    """Consumer group ``config.ingest_group`` on the collect topic."""
+    """Consumer group ``config.ingest_group`` on the collect topic.
 
-    def __init__(self, app: faust.App, config: StreamsConfig, topic: str, **kwargs: Any) -> None:
+    ``restore(partitions)`` and ``drop(partitions)`` keep the pool state in step with the
+    assignment; ``on_lost()`` must not return (it aborts and ends the process)."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        config: StreamsConfig,
+        topic: str,
+        *,
+        restore: Callable[[list[int]], object] = lambda _p: None,
+        drop: Callable[[list[int]], object] = lambda _p: None,
+        on_lost: Callable[[list[int]], object] = lambda _p: None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.config = config
         self.topic = topic
         # A few batches in flight at most: memory stays bounded, the broker keeps the rest.
         self.channel: faust.ChannelT[Any] = app.channel(maxsize=4)
+        self._restore, self._drop, self._lost = restore, drop, on_lost
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Offsets to store, handed from the agent to the reader thread: librdkafka's consumer
-        # is used from that one thread only (a busy consume loop starves other callers).
-        self._to_store: queue.SimpleQueue[list[TopicPartition]] = queue.SimpleQueue()
+        self.assigned: set[int] = set()
 
     def consumer_config(self) -> dict[str, Any]:
         return self.config.kafka.consumer(
             self.config.ingest_group,
             **{
-                "enable.auto.commit": True,
-                "auto.commit.interval.ms": 1000,
-                "enable.auto.offset.store": False,  # stored by done(), after delivery
+                "enable.auto.commit": False,  # offsets commit inside the transactions
+                # Committed offsets are fetched "stable" (KIP-447): a batch whose
+                # transaction is still being committed is not read twice.
+                "isolation.level": "read_committed",
                 "fetch.max.bytes": 52_428_800,
                 "partition.assignment.strategy": "cooperative-sticky",
                 # A killed worker's partitions move to the others within 10 s, not 45.
@@ -62,19 +98,56 @@ class CollectReader(mode.Service):
             },
         )
 
+    def group_metadata(self) -> object:
+        assert self._consumer is not None
+        return self._consumer.consumer_group_metadata()
+
+    def idle(self) -> bool:
+        """No batch is waiting in the channel."""
+        return bool(self.channel.queue.empty())
+
     async def on_start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._consumer = Consumer(self.consumer_config())
-        self._consumer.subscribe([self.topic])
+        self._consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
         self._thread = threading.Thread(target=self._run, name="collect-reader", daemon=True)
         self._thread.start()
 
+    # -- rebalance callbacks, on the reader thread inside consume() -----------------------
+    def _on_assign(self, _c: Consumer, partitions: list[TopicPartition]) -> None:
+        parts = [tp.partition for tp in partitions]
+        if parts:
+            self._restore(parts)  # before any record of these partitions is read
+            self.assigned.update(parts)
+
+    def _on_revoke(self, _c: Consumer, partitions: list[TopicPartition]) -> None:
+        parts = [tp.partition for tp in partitions]
+        if not parts:
+            return
+        barrier = Barrier()
+        loop = self._loop
+        assert loop is not None
+        if not self._put(barrier, loop) or not barrier.wait(BARRIER_TIMEOUT_S):
+            # The agent is gone (stopping) or stuck: nothing of these partitions commits.
+            log.warning("revoke of %s: in-flight batches not committed, aborted", parts)
+            self._lost(parts)
+        self._drop(parts)
+        self.assigned.difference_update(parts)
+
+    def _on_lost(self, _c: Consumer, partitions: list[TopicPartition]) -> None:
+        self._lost([tp.partition for tp in partitions])
+
+    # -- the read loop --------------------------------------------------------------------
     def _run(self) -> None:
         consumer, loop = self._consumer, self._loop
         assert consumer is not None and loop is not None
         try:
             while not self._stopping.is_set():
-                self._store_pending(consumer)
                 try:
                     msgs = consumer.consume(self.config.batch_size, 0.1)
                 except KafkaException as exc:  # broker away: librdkafka reconnects
@@ -82,10 +155,9 @@ class CollectReader(mode.Service):
                     continue
                 batch = [m for m in msgs if not self._is_error(m)]
                 if batch:
-                    self._hand_over(batch, loop)
+                    self._put(batch, loop)
         finally:
-            self._store_pending(consumer)
-            consumer.close()  # commits what was stored
+            consumer.close()  # revokes: the barrier commits what the agent holds
 
     @staticmethod
     def _is_error(m: Message) -> bool:
@@ -96,44 +168,32 @@ class CollectReader(mode.Service):
             log.warning("collect reader: %s", err)
         return True
 
-    def _hand_over(self, batch: list[Message], loop: asyncio.AbstractEventLoop) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self._deliver(batch), loop)
+    def _put(self, item: object, loop: asyncio.AbstractEventLoop) -> bool:
+        if loop.is_closed():
+            return False
+        fut = asyncio.run_coroutine_threadsafe(self._deliver(item), loop)
+        deadline = time.monotonic() + BARRIER_TIMEOUT_S
         while True:  # the channel is full while the agent is busy: wait, but stay stoppable
             try:
                 fut.result(0.5)
-                return
+                return True
             except concurrent.futures.TimeoutError:
-                if self._stopping.is_set():
+                # A batch gives way to a stop; a barrier waits for the agent, boundedly.
+                if isinstance(item, Barrier):
+                    giving_up = time.monotonic() > deadline
+                else:
+                    giving_up = self._stopping.is_set()
+                if giving_up or loop.is_closed():
                     fut.cancel()
-                    return
+                    return False
 
-    async def _deliver(self, batch: list[Message]) -> None:
+    async def _deliver(self, item: object) -> None:
         # A channel drops what is put while nobody subscribes: wait for the agent.
         while self.channel.subscriber_count == 0:
             await asyncio.sleep(0.01)
-        await self.channel.put(batch)  # type: ignore[arg-type]
-
-    def done(self, messages: Sequence[Message]) -> None:
-        """The batch's outputs are delivered: let its offsets be committed."""
-        last: dict[tuple[str, int], int] = {}
-        for m in messages:
-            last[(m.topic() or "", m.partition() or 0)] = m.offset() or 0
-        if last:
-            self._to_store.put([TopicPartition(t, p, o + 1) for (t, p), o in last.items()])
-
-    def _store_pending(self, consumer: Consumer) -> None:
-        while True:
-            try:
-                offsets = self._to_store.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                consumer.store_offsets(offsets=offsets)
-            except KafkaException as exc:
-                # Partition revoked meanwhile: its new owner re-reads the batch (at-least-once).
-                log.info("collect reader: offsets not stored: %s", exc)
+        await self.channel.put(item)  # type: ignore[arg-type]
 
     async def on_stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 90)

@@ -1,31 +1,49 @@
-"""What a worker holds while it runs: the schema registry, the catalog, the ingest decision,
-the output producer and the metrics. Built explicitly, started explicitly: no import-time
-side effects, no module globals.
+"""What a worker holds while it runs: the schema registry, the catalog, the ingest decision
+with its pool state, the transactional producer and the metrics. Built explicitly, started
+explicitly: no import-time side effects, no module globals.
+
+Exactly once (consume, transform, produce): the outputs of one or more batches and the
+collect offsets of those batches commit in one Kafka transaction
+(``send_offsets_to_transaction`` with the consumer's group metadata, KIP-447), and every
+reader of the outcome topics reads ``read_committed``. A worker that lost its group
+membership cannot commit (the broker refuses its offsets, the transaction aborts); an
+aborted transaction leaves nothing visible downstream. Any failure to commit ends the
+process (crash-only): its pool state may be ahead of what Kafka holds, and a restart
+rebuilds it from the pool topics.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
+import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from monitoring.metrics import Metrics
 from streams.catalog.model import SCHEMA_ROOT, Catalog, Resource
 from streams.ingest.decision import Ingestor, Outcome, SpecOf, file_spec_loader
+from streams.ingest.pool_state import STATE_HEADER, PoolState
 from streams.kafka.catalog_store import CatalogStore
-from streams.kafka.config import StreamsConfig, idempotent_producer
+from streams.kafka.config import StreamsConfig
 from streams.kafka.lag import group_lag
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_topics
 from streams.wire.codec import Schema, SchemaRegistry
 from streams.wire.envelope import EnvelopeCodec
 
-__all__ = ["CatalogSource", "DeliveryError", "Runtime", "StaticCatalog"]
+__all__ = [
+    "CatalogSource",
+    "DeliveryError",
+    "InternalErrors",
+    "Runtime",
+    "StaticCatalog",
+    "TransactionFailed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +87,18 @@ class DeliveryError(RuntimeError):
     """Outputs could not be written to Kafka; the batch is not acknowledged."""
 
 
+class TransactionFailed(RuntimeError):
+    """A transaction could not commit; it was aborted (or the producer is fenced)."""
+
+
+class InternalErrors(RuntimeError):
+    """Too many records in a row failed on the platform's own error, not on their data."""
+
+
+#: the collect offsets a transaction covers: (topic, partition) -> next offset to read
+Offsets = dict[tuple[str, int], int]
+
+
 class Runtime:
     def __init__(
         self,
@@ -87,6 +117,7 @@ class Runtime:
         self.metrics = metrics or Metrics()
         catalog_source = self.catalog
         self.metrics.catalog_errors.set_function(lambda: catalog_source.errors)  # at scrape time
+        self.state = PoolState()
         self.ingestor = Ingestor(
             self.codec,
             self.catalog.current,
@@ -94,12 +125,19 @@ class Runtime:
             config.schema_dir,
             spec_of=self.catalog.spec,
             refresh_schemas=self.schema_topic.refresh,
+            pool_state=self.state,
+            max_clock_skew_ms=config.max_clock_skew_ms,
         )
         self._producer: Producer | None = None
         self._failures: list[str] = []
+        self._open = False
+        self._offsets: Offsets = {}
+        self._opened_at = 0.0
+        self._tally: Counter[tuple[str, str, str]] = Counter()
 
     def start(self) -> Runtime:
         ensure_topics(self.config, self.topics)
+        self._check_partitioning()
         self.schema_topic.follow()
         self.catalog.start()
         if not len(self.catalog.current()):
@@ -108,35 +146,166 @@ class Runtime:
                 "the catalog is loaded (`xiangyun catalog bootstrap`)",
                 self.topics.catalog,
             )
-        self._producer = idempotent_producer(self.config.kafka)
+        # A fresh id per process; a killed worker's open transaction is aborted by the
+        # coordinator after transaction.timeout.ms, and KIP-447 fences it from committing.
+        txn_id = f"{self.config.ingest_group}.{uuid.uuid4().hex[:12]}"
+        self._producer = Producer(
+            self.config.kafka.transactional_producer(
+                txn_id, **{"transaction.timeout.ms": self.config.transaction_timeout_ms}
+            )
+        )
+        self._producer.init_transactions(30)
         self.metrics.up.set(1)
         return self
 
+    def _check_partitioning(self) -> None:
+        """The pool partition p must hold exactly the keys of collect partition p: every
+        outcome topic has the collect topic's partition count, or the worker refuses."""
+        admin_consumer = Consumer(self.config.kafka.consumer(f"{self.config.ingest_group}.meta"))
+        try:
+            meta = admin_consumer.list_topics(timeout=30).topics
+        finally:
+            admin_consumer.close()
+        want = len(meta[self.topics.collect].partitions)
+        wrong = {t: len(meta[t].partitions) for t in self.topics.outcomes if t in meta}
+        wrong = {t: n for t, n in wrong.items() if n != want}
+        if wrong:
+            raise RuntimeError(
+                f"outcome topics must have the collect topic's {want} partitions, these do "
+                f"not: {wrong}; recreate them (`kafka-topics --alter --partitions {want}`)"
+            )
+
     def close(self) -> None:
         self.metrics.up.set(0)
-        if self._producer is not None:
-            self._producer.flush(30)
+        if self._producer is not None and self._open:
+            try:
+                self._producer.abort_transaction(10)
+            except KafkaException as exc:
+                log.warning("abort on close: %s", exc)
+            self._open = False
         self.schema_topic.close()
         self.catalog.close()
 
-    # -- the batch path ----------------------------------------------------------------
+    # -- pool state ----------------------------------------------------------------------
+    def restore(self, partitions: Sequence[int], timeout: float | None = None) -> int:
+        """Rebuild the pool state of collect ``partitions`` from the matching pool
+        partitions, read ``read_committed`` to their end once no transaction is open on
+        them (a killed owner's open transaction is aborted by its timeout first)."""
+        if not partitions:
+            return 0
+        began = time.monotonic()
+        wait = timeout if timeout is not None else self.config.transaction_timeout_ms / 1000 * 3
+        committed = Consumer(
+            self.config.kafka.consumer(
+                f"{self.config.ingest_group}.restore",
+                **{"isolation.level": "read_committed", "enable.partition.eof": True},
+            )
+        )
+        uncommitted = Consumer(
+            self.config.kafka.consumer(
+                f"{self.config.ingest_group}.probe", **{"isolation.level": "read_uncommitted"}
+            )
+        )
+        held = 0
+        try:
+            for p in partitions:
+                tps = [TopicPartition(t, p) for t in self.topics.pools.values()]
+                ends = self._stable_ends(committed, uncommitted, tps, began + wait)
+                held += self.state.restore(p, self._read_state(committed, tps, ends))
+        finally:
+            committed.close()
+            uncommitted.close()
+        seconds = time.monotonic() - began
+        self.metrics.restore_seconds.observe(seconds)
+        self.metrics.state_keys.set(len(self.state))
+        log.info("restored %d keys of partitions %s in %.2fs", held, list(partitions), seconds)
+        return held
+
+    @staticmethod
+    def _stable_ends(
+        committed: Consumer, uncommitted: Consumer, tps: list[TopicPartition], deadline: float
+    ) -> dict[str, int]:
+        while True:
+            ends = {tp.topic: committed.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+            highs = {tp.topic: uncommitted.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+            if ends == highs:
+                return ends
+            if time.monotonic() > deadline:
+                raise TransactionFailed(
+                    f"pool partitions still have an open transaction: {ends} < {highs}"
+                )
+            time.sleep(0.2)
+
+    @staticmethod
+    def _read_state(
+        consumer: Consumer, tps: list[TopicPartition], ends: dict[str, int]
+    ) -> Iterable[tuple[bytes, bytes]]:
+        todo = [tp for tp in tps if ends[tp.topic] > 0]
+        if not todo:
+            return
+        consumer.assign([TopicPartition(tp.topic, tp.partition, 0) for tp in todo])
+        left = {tp.topic for tp in todo}
+        try:
+            while left:
+                for m in consumer.consume(10_000, 1.0):
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            left.discard(m.topic() or "")
+                            continue
+                        raise TransactionFailed(f"restore: {err}")
+                    if (m.offset() or 0) + 1 >= ends[m.topic() or ""]:
+                        left.discard(m.topic() or "")
+                    for header in m.headers() or ():
+                        raw = header[1]
+                        if header[0] == STATE_HEADER and isinstance(raw, bytes):
+                            yield m.key() or b"", raw
+        finally:
+            consumer.unassign()
+
+    def drop(self, partitions: Sequence[int]) -> None:
+        self.state.drop(partitions)
+        self.metrics.state_keys.set(len(self.state))
+
+    # -- the batch path ------------------------------------------------------------------
     def decide(
         self, messages: Iterable[tuple[bytes | None, bytes | None, str, int, int]]
     ) -> list[Outcome]:
-        return self.ingestor.process_batch(messages)
+        outcomes = self.ingestor.process_batch(messages)
+        if self.ingestor.internal_errors_in_a_row >= self.config.max_internal_errors:
+            raise InternalErrors(
+                f"{self.ingestor.internal_errors_in_a_row} records in a row failed on an "
+                f"internal error (reason INTERNAL, see the log): stopping rather than "
+                f"rejecting all traffic"
+            )
+        return outcomes
 
-    def emit(self, outcomes: Sequence[Outcome]) -> None:
-        """Queue outputs; call :meth:`flush` before acknowledging their inputs."""
-        assert self._producer is not None, "Runtime.start() first"
-        produce = self._producer.produce
-        tally: Counter[tuple[str, str, str]] = Counter()
+    def produce(self, outcomes: Sequence[Outcome], offsets: Offsets) -> None:
+        """Add outputs and the offsets they answer for to the open transaction (begun
+        here if none is). Never while :meth:`commit` runs."""
+        producer = self._producer
+        assert producer is not None, "Runtime.start() first"
+        if not self._open:
+            producer.begin_transaction()
+            self._open = True
+            self._opened_at = time.monotonic()
+        produce = producer.produce
+        on_delivery = self._on_delivery
+        tally = self._tally
         for out in outcomes:
             while True:
                 try:
-                    produce(out.topic, out.value, out.key, on_delivery=self._on_delivery)
+                    produce(
+                        out.topic,
+                        out.value,
+                        out.key,
+                        partition=out.partition,
+                        headers=out.headers,
+                        on_delivery=on_delivery,
+                    )
                     break
                 except BufferError:  # local queue full: let librdkafka drain it
-                    self._producer.poll(0.05)
+                    producer.poll(0.05)
             tally[
                 (
                     out.kind.value,
@@ -144,25 +313,65 @@ class Runtime:
                     out.reason.value if out.reason else "",
                 )
             ] += 1
-        self.metrics.count(tally)
+        self._offsets.update(offsets)
         self.metrics.batch_records.observe(len(outcomes))
+
+    def commit_due(self, idle: bool) -> bool:
+        """Commit when no batch waits (latency) or the transaction is old enough."""
+        if not self._open:
+            return False
+        age_ms = (time.monotonic() - self._opened_at) * 1000
+        return idle or age_ms >= self.config.commit_interval_ms
+
+    def commit(self, group_metadata: Callable[[], object], timeout: float = 60.0) -> int:
+        """Send the covered offsets with the consumer's group metadata and commit; the
+        number of outputs committed. Raises :class:`TransactionFailed` after aborting."""
+        producer = self._producer
+        assert producer is not None
+        if not self._open:
+            return 0
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+        try:
+            if offsets:
+                producer.send_offsets_to_transaction(offsets, group_metadata(), timeout)
+            producer.commit_transaction(timeout)
+        except KafkaException as exc:
+            self.metrics.transactions.labels("aborted").inc()
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.txn_requires_abort():
+                try:
+                    producer.abort_transaction(timeout)
+                except KafkaException as abort_exc:
+                    log.error("abort after a failed commit: %s", abort_exc)
+            raise TransactionFailed(f"transaction not committed: {err or exc}") from exc
+        finally:
+            self._open = False
+            self._offsets = {}
+        if self._failures:  # cannot happen after a successful commit; never ignore it
+            failures, self._failures = self._failures[:5], []
+            raise DeliveryError(f"delivery failures in a committed transaction: {failures}")
+        self.metrics.transactions.labels("committed").inc()
+        tally, self._tally = self._tally, Counter()
+        self.metrics.count(tally)
+        return sum(tally.values())
+
+    def abort(self, timeout: float = 10.0) -> None:
+        """Abort the open transaction (a lost assignment, a stopping worker)."""
+        if self._producer is None or not self._open:
+            return
+        try:
+            self._producer.abort_transaction(timeout)
+            self.metrics.transactions.labels("aborted").inc()
+        finally:
+            self._open = False
+            self._offsets = {}
+            self._tally = Counter()
 
     def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
         if err is not None:
             self._failures.append(str(err))
 
-    def flush(self, timeout: float = 60.0) -> None:
-        assert self._producer is not None
-        left = self._producer.flush(timeout)
-        if left or self._failures:
-            failures, self._failures = self._failures[:5], []
-            raise DeliveryError(f"{left} outputs undelivered, failures: {failures}")
-
-    async def flush_async(self, timeout: float = 60.0) -> None:
-        # librdkafka waits without the GIL: the event loop keeps fetching meanwhile.
-        await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
-
-    # -- operations --------------------------------------------------------------------
+    # -- operations ----------------------------------------------------------------------
     def report(self, group: str) -> None:
         self.metrics.catalog_in_force.set(sum(1 for r in self.catalog.current() if r.in_force))
         self.metrics.schemas.set(len(self.registry))
@@ -170,9 +379,10 @@ class Runtime:
             self.metrics.lag.labels(topic, str(part)).set(n)
 
 
-def die_on_delivery_failure(exc: BaseException, on_exit: Callable[[], None] | None = None) -> None:
-    """Crash-only: outputs that cannot be delivered mean the inputs must be read again."""
-    log.critical("delivery failed, exiting without acknowledging the batch: %s", exc)
+def die(exc: BaseException, on_exit: Callable[[], None] | None = None) -> None:
+    """Crash-only: what was not committed is read again by the partitions' next owner."""
+    log.critical("ingest stops without committing: %s", exc)
     if on_exit is not None:
         on_exit()
+    logging.shutdown()
     os._exit(70)

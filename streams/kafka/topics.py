@@ -48,6 +48,11 @@ class Topics:
         return f"{self.prefix}.verification"
 
     @property
+    def superseded(self) -> str:
+        """Duplicates, stale versions and version conflicts: one small record each."""
+        return f"{self.prefix}.superseded"
+
+    @property
     def rejected(self) -> str:
         return f"{self.prefix}.rejected"
 
@@ -63,12 +68,17 @@ class Topics:
 
     @property
     def outcomes(self) -> list[str]:
-        """Every topic an ingested record can end in: the pools, verification, rejected."""
-        return [*self.pools.values(), self.verification, self.rejected]
+        """Every topic an ingested record can end in: the pools, superseded, verification,
+        rejected."""
+        return [*self.pools.values(), self.superseded, self.verification, self.rejected]
 
     def all(self) -> dict[str, dict[str, str]]:
         """Every topic with its configuration."""
-        out: dict[str, dict[str, str]] = {self.collect: {}, self.verification: {}}
+        out: dict[str, dict[str, str]] = {
+            self.collect: {},
+            self.verification: {},
+            self.superseded: {},
+        }
         # A rejected record keeps its original bytes, which may be near the 1 MiB limit.
         out[self.rejected] = {"max.message.bytes": "4194304"}
         for t in self.pools.values():

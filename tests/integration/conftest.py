@@ -12,6 +12,7 @@ import dataclasses
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,27 @@ def worker(settings: Settings) -> Iterator[WorkerProcess]:
         yield w
     finally:
         w.stop()
+
+
+def pool_original(value: bytes, schema_dir: Path) -> bytes:
+    """The envelope a pool record was accepted from, re-encoded from its provenance: a
+    pool record keeps every field of the fact, so this equals the bytes collected."""
+    from streams.core.channel import Channel
+    from streams.wire.codec import decode
+    from streams.wire.envelope import Envelope
+
+    registry = SchemaRegistry.from_dir(schema_dir)
+    rec = decode(value, registry.by_name("org.xiangyun.PoolRecord"))
+    env = Envelope(
+        rec["record_id"],
+        rec["resource_id"],
+        rec["subject_id"],
+        rec["provider"],
+        rec["region"],
+        Channel(rec["channel"]),
+        rec["observed_at_ms"],
+        rec["version"],
+        rec["payload"],
+        rec["consent_ref"],
+    )
+    return EnvelopeCodec(registry, schema_dir).encode(env)

@@ -42,6 +42,8 @@ from xiangyun.outcomes import end_offsets
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
 
+from .conftest import pool_original
+
 RESIDENT = "population.resident"
 NEW_ID = "population.disability_certificate"
 NEW_SPEC_PATH = "payloads/disability_certificate.avsc"
@@ -107,13 +109,13 @@ class Outcomes:
     def __init__(self, settings: Settings, topics: Topics, registry: SchemaRegistry) -> None:
         self.rejected_topic = topics.rejected
         self.rejected = registry.by_name("org.xiangyun.Rejected")
+        self.pools = set(topics.pools.values())
+        self.schema_dir = settings.schema_dir
         self.seen: dict[tuple[bytes, bytes], list[Outcome]] = {}
         self._c = Consumer(
             settings.kafka.consumer(
                 f"catalog-it-{uuid.uuid4().hex[:8]}",
-                **{
-                    "enable.auto.commit": False,
-                },
+                **{"isolation.level": "read_committed"},
             )
         )
         start = end_offsets(settings, topics.outcomes)
@@ -132,6 +134,8 @@ class Outcomes:
                 if topic == self.rejected_topic:
                     body = decode(value, self.rejected)
                     reason, value = body["reason"], body["original_value"] or b""
+                elif topic in self.pools:
+                    value = pool_original(value, self.schema_dir)
                 self.seen.setdefault((m.key() or b"", value), []).append((topic, reason))
         got = self.seen[record]
         assert len(got) == 1, f"{record[0]!r} has {len(got)} outcomes: {got}"

@@ -21,9 +21,11 @@ from streams.kafka.lag import group_lag
 from streams.kafka.topics import Topics
 from streams.wire.codec import Schema, SchemaRegistry, decode, encode
 from streams.wire.envelope import EnvelopeCodec
-from xiangyun.outcomes import wait_for_no_lag
+from xiangyun.outcomes import read_ledger, wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
+
+from .conftest import pool_original
 
 Record = tuple[str, bytes | None, bytes | None]
 
@@ -36,11 +38,10 @@ def read_outcomes(
     c = Consumer(
         settings.kafka.consumer(
             f"read-{uuid.uuid4().hex[:6]}",
-            **{
-                "enable.auto.commit": False,
-            },
+            **{"isolation.level": "read_committed"},
         )
     )
+    pools = set(topics.pools.values())
     parts = []
     for t in topics.outcomes:
         meta = c.list_topics(t, timeout=10).topics[t]
@@ -53,8 +54,11 @@ def read_outcomes(
         while (len(pairs) if distinct else len(out)) < n and time.monotonic() < deadline:
             for m in c.consume(1000, 0.5):
                 if not m.error():
-                    out.append((m.topic() or "", m.key(), m.value()))
-                    pairs.add((m.key(), m.value()))
+                    topic, value = m.topic() or "", m.value()
+                    if topic in pools and value is not None:
+                        value = pool_original(value, settings.schema_dir)
+                    out.append((topic, m.key(), value))
+                    pairs.add((m.key(), value))
     finally:
         c.close()
     return out
@@ -174,7 +178,7 @@ def records_decided(worker: WorkerProcess) -> float:
     )
 
 
-def test_worker_killed_mid_stream_loses_nothing(
+def test_worker_killed_mid_stream_gives_each_record_exactly_one_outcome(
     settings: Settings,
     topics: Topics,
     generator: SampleGenerator,
@@ -187,16 +191,16 @@ def test_worker_killed_mid_stream_loses_nothing(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (done := records_decided(first)) < 1:
             time.sleep(0.01)
-        first.kill()  # SIGKILL mid-stream: no chance to commit or flush
+        first.kill()  # SIGKILL mid-stream, an open transaction left behind
     finally:
         first.stop()
     assert 0 < done < len(sample), "the kill did not land mid-stream"
     with WorkerProcess(settings, name=f"survivor-{settings.app_id}"):
-        # At-least-once: every input has an outcome; a redelivered batch may repeat some.
-        got = read_outcomes(settings, topics, len(sample), timeout=120, distinct=True)
-    seen = {(k, v) for _, k, v in got}
-    missing = [r for r in sample if (r.key, r.value) not in seen]
-    assert not missing, f"{len(missing)} records lost after SIGKILL"
+        assert wait_for_no_lag(settings, topics, timeout=120) == 0
+    ledger = read_ledger(settings, topics)
+    assert sum(high - low for low, high in ledger.collected.values()) == len(sample)
+    assert ledger.missing() == [], "records without an outcome after SIGKILL"
+    assert ledger.doubled() == {}, "records with two outcomes after SIGKILL"
 
 
 def test_prometheus_scrapes_the_worker(settings: Settings, base_settings: Settings) -> None:

@@ -1,0 +1,300 @@
+"""Exactly-once resource pools on the real broker: deduplication, staleness, conflicts,
+bad versions and times, SIGKILL at unlucky moments and partitions moving between workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import urllib.request
+import uuid
+from collections import Counter
+
+from confluent_kafka import Consumer, TopicPartition
+
+from connectors.generator import SampleGenerator, SampleRecord
+from connectors.producer import SourceProducer
+from streams.kafka.topics import Topics
+from streams.wire.codec import SchemaRegistry, decode, encode, read_fingerprint
+from streams.wire.envelope import Envelope, EnvelopeCodec
+from xiangyun.outcomes import Ledger, read_ledger, wait_for_no_lag
+from xiangyun.processes import WorkerProcess
+from xiangyun.settings import Settings
+
+
+def decided(worker: WorkerProcess) -> float:
+    """Records the worker has committed, from its /metrics (0 while it starts)."""
+    url = f"http://127.0.0.1:{worker.settings.metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            lines = resp.read().decode().splitlines()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("xiangyun_ingest_records_total{")
+    )
+
+
+def pool_versions(settings: Settings, topics: Topics) -> dict[bytes, list[tuple[int, int]]]:
+    """Every committed pool record per key: (version, observed-at) in log order."""
+    registry = SchemaRegistry.from_dir(settings.schema_dir)
+    schema = registry.by_name("org.xiangyun.PoolRecord")
+    c = Consumer(
+        settings.kafka.consumer(
+            f"pools-{uuid.uuid4().hex[:6]}", **{"isolation.level": "read_committed"}
+        )
+    )
+    out: dict[bytes, list[tuple[int, int]]] = {}
+    try:
+        ends = {}
+        for t in topics.pools.values():
+            for p in c.list_topics(t, timeout=10).topics[t].partitions:
+                high = c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                if high:
+                    ends[(t, p)] = high
+        c.assign([TopicPartition(t, p, 0) for t, p in ends])
+        deadline = time.monotonic() + 60
+        while ends and time.monotonic() < deadline:
+            for m in c.consume(10_000, 0.5):
+                if m.error():
+                    continue
+                rec = decode(m.value() or b"", schema)
+                out.setdefault(m.key() or b"", []).append((rec["version"], rec["observed_at_ms"]))
+            for (t, p), high in list(ends.items()):
+                if c.position([TopicPartition(t, p)])[0].offset >= high:
+                    del ends[(t, p)]
+        assert not ends, f"pool topics not read to their end: {ends}"
+    finally:
+        c.close()
+    return out
+
+
+def variant(
+    codec: EnvelopeCodec, registry: SchemaRegistry, rec: SampleRecord, **change: object
+) -> bytes:
+    """The record with envelope fields changed; ``content`` changes a payload field."""
+    env = codec.decode(rec.value)
+    content = change.pop("content", None)
+    if content is not None:
+        writer = registry.get(read_fingerprint(env.payload))
+        assert writer is not None
+        payload = dict(decode(env.payload, writer))
+        field = "address"  # free text: no field rule to break
+        payload[field] = f"{payload[field]}{content}"
+        env = dataclasses.replace(env, payload=encode(writer, payload))
+    return codec.encode(dataclasses.replace(env, **change))  # type: ignore[arg-type]
+
+
+def test_duplicates_stale_conflicts_and_bad_versions(
+    settings: Settings,
+    topics: Topics,
+    generator: SampleGenerator,
+    producer: SourceProducer,
+    codec: EnvelopeCodec,
+    registry: SchemaRegistry,
+    worker: WorkerProcess,
+) -> None:
+    base = next(r for r in generator.records(200) if r.expected == "accepted:population")
+    env: Envelope = codec.decode(base.value)
+    t0 = env.observed_at_ms
+    sends = [
+        ("v1 A", variant(codec, registry, base, version=1, observed_at_ms=t0), "accepted"),
+        (
+            "v1 A again",
+            variant(codec, registry, base, version=1, observed_at_ms=t0),
+            "superseded:DUPLICATE",
+        ),
+        (
+            "v1 A new id",
+            variant(
+                codec, registry, base, version=1, observed_at_ms=t0, record_id=str(uuid.uuid4())
+            ),
+            "superseded:DUPLICATE",
+        ),
+        (
+            "v3 B",
+            variant(codec, registry, base, version=3, observed_at_ms=t0 + 10, content="B"),
+            "accepted",
+        ),
+        (
+            "v2 C",
+            variant(codec, registry, base, version=2, observed_at_ms=t0 + 20, content="C"),
+            "superseded:STALE",
+        ),
+        (
+            "v3 C",
+            variant(codec, registry, base, version=3, observed_at_ms=t0 + 10, content="C"),
+            "superseded:VERSION_CONFLICT",
+        ),
+        (
+            "v3 older",
+            variant(codec, registry, base, version=3, observed_at_ms=t0 + 5, content="D"),
+            "superseded:STALE",
+        ),
+        (
+            "v4 B",
+            variant(codec, registry, base, version=4, observed_at_ms=t0 + 30, content="B"),
+            "superseded:DUPLICATE",
+        ),
+        (
+            "negative",
+            variant(codec, registry, base, version=-1, content="E"),
+            "rejected:INVALID_VERSION",
+        ),
+        (
+            "future",
+            variant(
+                codec,
+                registry,
+                base,
+                version=9,
+                observed_at_ms=int(time.time() * 1000) + 3_600_000,
+                content="F",
+            ),
+            "rejected:INVALID_TIME",
+        ),
+        (
+            "v5 G",
+            variant(codec, registry, base, version=5, observed_at_ms=t0 + 40, content="G"),
+            "accepted",
+        ),
+    ]
+    for _, value, _ in sends:  # one at a time, in this order, on one partition (one key)
+        producer.send_all([(base.key, value)], progress=False)
+    assert wait_for_no_lag(settings, topics, timeout=60) == 0
+    ledger = read_ledger(settings, topics)
+    partition = next(p for p, (lo, hi) in ledger.collected.items() if hi > lo)
+    low, high = ledger.collected[partition]
+    got = [ledger.outcomes.get((partition, o)) for o in range(low, high)]
+    assert got == [
+        [(exp.split(":")[0], exp.split(":")[1] if ":" in exp else "")] for _, _, exp in sends
+    ]
+    versions = pool_versions(settings, topics)[base.key]
+    assert versions == [(1, t0), (3, t0 + 10), (5, t0 + 40)], "only updates reach the pool"
+
+
+def _sample(generator: SampleGenerator, n: int) -> list[SampleRecord]:
+    """``n`` records with distinct keys."""
+    seen: set[bytes] = set()
+    out: list[SampleRecord] = []
+    for r in generator.records(int(n * 1.3)):
+        if r.key not in seen:
+            seen.add(r.key)
+            out.append(r)
+            if len(out) == n:
+                break
+    assert len(out) == n
+    return out
+
+
+def _wait_progress(workers: list[WorkerProcess], more_than: float, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(decided(w) for w in workers) <= more_than:
+        assert time.monotonic() < deadline, f"no progress past {more_than} records"
+        time.sleep(0.05)
+
+
+def _check_exactly_once(ledger: Ledger, expected_total: int) -> Counter[str]:
+    assert sum(hi - lo for lo, hi in ledger.collected.values()) == expected_total
+    missing = ledger.missing()
+    doubled = ledger.doubled()
+    assert not missing, f"{len(missing)} records without an outcome, e.g. {missing[:3]}"
+    assert not doubled, (
+        f"{len(doubled)} records with two outcomes, e.g. {list(doubled.items())[:3]}"
+    )
+    return ledger.counts()
+
+
+def test_sigkill_three_times_and_moving_partitions_keep_exactly_once(
+    settings: Settings,
+    topics: Topics,
+    generator: SampleGenerator,
+    producer: SourceProducer,
+) -> None:
+    distinct = _sample(generator, 150_000)
+    again = distinct[::10]  # 10 % exact re-publications
+    producer.send_all(((r.key, r.value) for r in [*distinct, *again]), progress=False)
+    total = len(distinct) + len(again)
+
+    def worker(name: str) -> WorkerProcess:
+        s = dataclasses.replace(settings, metrics_port=_free_port())
+        return WorkerProcess(s, name=f"{name}-{settings.app_id}").start()
+
+    kills = 0
+    w1 = worker("w1")
+    _wait_progress([w1], 10_000)
+    w1.kill()
+    kills += 1
+    w1.stop()
+    w2, w3 = worker("w2"), worker("w3")  # two workers: partitions split, then move
+    _wait_progress([w2, w3], 10_000)
+    w2.kill()
+    kills += 1
+    w2.stop()
+    before = decided(w3)
+    _wait_progress([w3], before + 10_000)
+    w3.kill()
+    kills += 1
+    w3.stop()
+    with worker("w4"):
+        assert wait_for_no_lag(settings, topics, timeout=240) == 0
+    assert kills == 3
+    counts = _check_exactly_once(read_ledger(settings, topics, timeout=120), total)
+    accepted = sum(n for k, n in counts.items() if k.startswith("accepted"))
+    expected_accepted = sum(1 for r in distinct if r.expected.startswith("accepted"))
+    expected_evidence = sum(1 for r in [*distinct, *again] if r.expected == "verification")
+    assert accepted == expected_accepted
+    assert counts["superseded:DUPLICATE"] == sum(
+        1 for r in again if r.expected.startswith("accepted")
+    )
+    assert counts["verification"] == expected_evidence
+    assert sum(counts.values()) == total
+    versions = pool_versions(settings, topics)
+    assert len(versions) == expected_accepted
+    assert all(len(v) == 1 for v in versions.values()), "a key with two pool versions"
+
+
+def test_a_worker_leaving_and_one_joining_never_let_a_stale_version_win(
+    settings: Settings,
+    topics: Topics,
+    generator: SampleGenerator,
+    producer: SourceProducer,
+    codec: EnvelopeCodec,
+    registry: SchemaRegistry,
+) -> None:
+    subjects = [r for r in _sample(generator, 6_000) if r.expected == "accepted:population"][:3_000]
+    rounds = 6
+    for v in range(1, rounds + 1):  # every subject gets versions 1..6 in order
+        producer.send_all(
+            ((r.key, variant(codec, registry, r, version=v, content=f"v{v}")) for r in subjects),
+            progress=False,
+        )
+
+    def worker(name: str) -> WorkerProcess:
+        s = dataclasses.replace(settings, metrics_port=_free_port(), batch_size=200)
+        return WorkerProcess(s, name=f"{name}-{settings.app_id}").start()
+
+    a, b = worker("a"), worker("b")
+    _wait_progress([a, b], 3_000)
+    a.stop()  # leaves mid-stream: its in-flight batches commit or abort before the move
+    c = worker("c")
+    try:
+        assert wait_for_no_lag(settings, topics, timeout=180) == 0
+    finally:
+        b.stop()
+        c.stop()
+    _check_exactly_once(read_ledger(settings, topics), len(subjects) * rounds)
+    versions = pool_versions(settings, topics)
+    for r in subjects:
+        got = [v for v, _ in versions[r.key]]
+        assert got == sorted(got), f"{r.key!r}: versions out of order {got}"
+        assert got[-1] == rounds, f"{r.key!r}: latest pool version is {got[-1]}, not {rounds}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
