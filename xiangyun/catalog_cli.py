@@ -1,8 +1,10 @@
 """``xiangyun catalog``: the review workflow of the resource catalog from the command line.
 
 Departments submit entries (YAML or JSON files), the data bureau reviews them, anyone lists
-and shows them; every verb reads and writes the catalog topic of ``XIANGYUN_TOPIC_PREFIX``.
-Running workers follow that topic: an approval or a retirement takes effect within seconds.
+and shows them; every verb reads and writes the catalog topics of ``XIANGYUN_TOPIC_PREFIX``
+(the compacted snapshot topic with each resource's current state, and the change log, its
+history). Running workers follow the snapshot topic: an approval or a retirement takes effect
+within seconds.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import yaml
 
 from streams.catalog.dcat import DEFAULT_BASE_URI, to_dcat_ap
 from streams.catalog.model import CatalogError, Resource, Status, load_entries, schema_file_loader
-from streams.catalog.review import DATA_BUREAU, Change, ResourceState
+from streams.catalog.review import DATA_BUREAU, Change, ResourceHistory
 from streams.kafka.catalog_store import CatalogStore, CatalogUnavailable
 from xiangyun.settings import Settings
 
@@ -34,8 +36,9 @@ def add_catalog_parser(subparsers: Any) -> None:
     c = subparsers.add_parser(
         "catalog",
         help="the resource catalog: submit, review, list, show, retire, export",
-        description="The public data resource catalog, kept in Kafka (the compacted catalog "
-        "topic). A department submits its entries; the data bureau approves or rejects them "
+        description="The public data resource catalog, kept in Kafka (a compacted topic of "
+        "current states and an append-only change log). A department submits its entries; "
+        "the data bureau approves or rejects them "
         "with a reason; approved entries are in force and running workers apply changes "
         "within seconds. Every change keeps its history.",
     )
@@ -117,10 +120,10 @@ def add_catalog_parser(subparsers: Any) -> None:
         "show",
         help="show an entry with its full history",
         description="The entry (version in force, else latest), every version, and every "
-        "change: who, when, what (field by field).",
+        "change: who, when, what (field by field), read from the catalog's change log.",
     )
     sh.add_argument("resource_id", metavar="ID", help="resource id")
-    sh.add_argument("--json", action="store_true", help="print the stored state as JSON")
+    sh.add_argument("--json", action="store_true", help="print every version and change as JSON")
 
     e = verbs.add_parser(
         "export-dcat",
@@ -242,14 +245,22 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         store.start()
         state = store.state(args.resource_id)
         known = [s.id for s in store.states()]
-    if state is None:
-        near = [k for k in known if args.resource_id.split(".")[-1] in k]
-        hint = f"; did you mean {', '.join(near[:3])}?" if near else "; `xiangyun catalog list`"
-        raise CatalogError(f"no catalog entry {args.resource_id!r}{hint}")
+        if state is None:
+            near = [k for k in known if args.resource_id.split(".")[-1] in k]
+            hint = f"; did you mean {', '.join(near[:3])}?" if near else "; `xiangyun catalog list`"
+            raise CatalogError(f"no catalog entry {args.resource_id!r}{hint}")
+        history = store.history(args.resource_id)
+        changes = store.changes_topic
+    if history is None or history.seq < state.seq:
+        held = f"up to change #{history.seq}" if history is not None else "no change"
+        raise CatalogError(
+            f"{args.resource_id} is at change #{state.seq} but the change log {changes} "
+            f"holds {held} of it; its history is incomplete"
+        )
     if args.json:
-        print(json.dumps(state.to_mapping(), ensure_ascii=False, indent=2))
+        print(json.dumps(history.to_mapping(), ensure_ascii=False, indent=2))
     else:
-        print(render_state(state))
+        print(render_history(history))
     return 0
 
 
@@ -338,7 +349,7 @@ def _entry_yaml(r: Resource) -> str:
     return text
 
 
-def render_state(state: ResourceState) -> str:
+def render_history(state: ResourceHistory) -> str:
     """An entry, its versions and its history with field diffs, for people."""
     shown = state.in_force or state.latest
     r = shown.resource

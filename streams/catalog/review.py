@@ -5,15 +5,24 @@ approves or rejects each submitted version with a reason; an approved version is
 until a newer version is approved (the older one becomes ``superseded``) or the resource
 is retired. Every change is kept: who, when, which version, and a field-level diff.
 
-:class:`CatalogBook` holds, per resource id, every version and the whole history in one
-immutable :class:`ResourceState`. Each command returns a :class:`CatalogEvent` whose value
-is that complete state, so the events can go to a compacted Kafka topic keyed by resource
-id: compaction keeps only the last event per resource, and that event alone rebuilds the
-resource. :meth:`CatalogBook.apply` ignores an event that is not newer than what it holds,
-so replaying a topic (compacted or not, with duplicates) rebuilds the same book.
+Each command returns one :class:`CatalogEvent` per change: the :class:`Change` and, only
+when the change creates or overwrites a version (a draft saved, a version submitted), that
+version's entry and spec. Its size does not depend on how many changes came before, so the
+events go to an append-only change log and are kept forever: the log is the history.
 
-Commands apply their event to the book before returning it. A store that must write the
-event to Kafka first can run the command on :meth:`CatalogBook.copy` and apply the event
+:class:`CatalogBook` holds, per resource id, a bounded :class:`ResourceState`: the version
+in force and the latest version (which is the draft or submitted one, if any), each with
+its spec, and the ``seq`` of the last change. That state is what a compacted snapshot topic
+keyed by resource id holds (as a :class:`CatalogSnapshot`), so a reader rebuilds the current
+catalog from the snapshots alone. :meth:`CatalogBook.apply` advances a state by one event
+and ignores an event the book already holds (a duplicate or an older one);
+:meth:`CatalogBook.restore` takes a snapshot unless the book holds that change or a later
+one. A snapshot plus the events after it rebuild the same book as every event from the
+start. :class:`ResourceHistory` replays one resource's events into every version and the
+whole history, for people (``xiangyun catalog show``).
+
+Commands apply their events to the book before returning them. A store that must write the
+events to Kafka first can run the command on :meth:`CatalogBook.copy` and apply the events
 to its real book once the write is acknowledged.
 """
 
@@ -35,19 +44,28 @@ from streams.wire.codec import fingerprint64
 
 __all__ = [
     "DATA_BUREAU",
+    "MAX_SPEC_BYTES",
     "Action",
     "CatalogBook",
     "CatalogEvent",
+    "CatalogSnapshot",
     "Change",
     "EntryVersion",
     "FieldChange",
+    "ResourceHistory",
     "ResourceState",
     "spec_fingerprint",
 ]
 
 #: the provincial data bureau (省政务服务和数字化局), the default reviewer
 DATA_BUREAU = "220000-ZSJ"
-EVENT_FORMAT = 1
+#: the record formats of the change log and of the snapshot topic (1 was the full state
+#: with the whole history in every record)
+EVENT_FORMAT = 2
+SNAPSHOT_FORMAT = 2
+#: the largest collection spec (compact JSON, UTF-8) one version may carry: an event carries
+#: at most one spec, a snapshot at most two, and both must fit Kafka's default 1 MB limit
+MAX_SPEC_BYTES = 900 * 1024
 _PENDING = (Status.DRAFT, Status.SUBMITTED)
 
 
@@ -59,11 +77,20 @@ class Action(StrEnum):
     RETIRED = "retired"
 
 
+#: the actions that create (or overwrite) a version: their events carry it with its spec
+_NEW_VERSION = (Action.DRAFTED, Action.SUBMITTED)
+
+
 def spec_fingerprint(spec: Mapping[str, Any]) -> str:
     """CRC-64-AVRO fingerprint (hex) of a spec's parsing canonical form: the same number
     :class:`streams.wire.codec.Schema` puts in the header of every payload written with it."""
     parsed = fastavro.parse_schema(json.loads(json.dumps(spec)), _write_hint=False)
     return f"{fingerprint64(to_parsing_canonical_form(parsed).encode()):016x}"
+
+
+def spec_bytes(spec: Mapping[str, Any]) -> int:
+    """The size of a spec as a catalog record carries it (compact JSON, UTF-8)."""
+    return len(json.dumps(spec, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +178,12 @@ class EntryVersion:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ResourceState:
-    """Every version of one resource and its full history, oldest first."""
+class _Versions:
+    """What a set of versions says: the one in force, the pending one, the latest."""
 
+    __slots__ = ()
     id: str
     versions: tuple[EntryVersion, ...]
-    history: tuple[Change, ...]
 
     @property
     def in_force(self) -> EntryVersion | None:
@@ -172,15 +198,64 @@ class ResourceState:
     def latest(self) -> EntryVersion:
         return self.versions[-1]
 
-    @property
-    def seq(self) -> int:
-        return self.history[-1].seq if self.history else 0
-
     def version(self, number: int) -> EntryVersion:
         for v in self.versions:
             if v.resource.version == number:
                 return v
         raise CatalogError(f"{self.id} has no version {number}")
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceState(_Versions):
+    """The current state of one resource, bounded: the version in force and the latest
+    version (the draft or submitted one, if any; else the last rejected or retired one),
+    oldest first, at most two; ``seq`` is the number of the last change it includes."""
+
+    id: str
+    seq: int
+    versions: tuple[EntryVersion, ...]
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "versions": [v.to_mapping() for v in self.versions],
+        }
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> ResourceState:
+        return cls(
+            str(raw["id"]),
+            int(raw["seq"]),
+            tuple(EntryVersion.from_mapping(v) for v in raw["versions"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceHistory(_Versions):
+    """Every version of one resource and its whole history, oldest first: what its events
+    in the change log say (:meth:`replay`)."""
+
+    id: str
+    versions: tuple[EntryVersion, ...]
+    history: tuple[Change, ...]
+
+    @property
+    def seq(self) -> int:
+        return self.history[-1].seq if self.history else 0
+
+    @classmethod
+    def replay(cls, resource_id: str, events: Iterable[CatalogEvent]) -> ResourceHistory | None:
+        """The history of ``resource_id`` from its events in log order (events of other
+        resources, duplicates and older events are skipped); None if it has none."""
+        out: ResourceHistory | None = None
+        for ev in events:
+            if ev.resource_id != resource_id or ev.seq <= (out.seq if out else 0):
+                continue
+            _check_follows(resource_id, out.seq if out else 0, ev)
+            versions = _advance(resource_id, out.versions if out else (), ev)
+            out = cls(resource_id, versions, (*(out.history if out else ()), ev.change))
+        return out
 
     def to_mapping(self) -> dict[str, Any]:
         return {
@@ -189,66 +264,160 @@ class ResourceState:
             "history": [c.to_mapping() for c in self.history],
         }
 
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any]) -> ResourceState:
-        return cls(
-            str(raw["id"]),
-            tuple(EntryVersion.from_mapping(v) for v in raw["versions"]),
-            tuple(Change.from_mapping(c) for c in raw["history"]),
-        )
+
+def _parse(data: bytes | str, what: str) -> Mapping[str, Any]:
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise CatalogError(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{what} is not a JSON object")
+    return raw
+
+
+def _dumps(mapping: Mapping[str, Any]) -> bytes:
+    return json.dumps(mapping, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
 class CatalogEvent:
-    """The record for the compacted catalog topic: key ``resource_id``, value the complete
-    state after the change; :attr:`change` is the change this event records."""
+    """One record of the change log: key ``resource_id``, value one :class:`Change` and,
+    for a change that creates or overwrites a version (drafted, submitted), that version
+    with its spec (``entry``); any other change names the version it moves."""
 
     resource_id: str
-    state: ResourceState
-
-    @property
-    def change(self) -> Change:
-        return self.state.history[-1]
+    change: Change
+    entry: EntryVersion | None = None
 
     @property
     def key(self) -> bytes:
         return self.resource_id.encode()
+
+    @property
+    def seq(self) -> int:
+        return self.change.seq
 
     def to_mapping(self) -> dict[str, Any]:
         return {
             "format": EVENT_FORMAT,
             "resource_id": self.resource_id,
             "change": self.change.to_mapping(),
-            "state": self.state.to_mapping(),
+            "entry": self.entry.to_mapping() if self.entry is not None else None,
         }
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_mapping(), ensure_ascii=False, sort_keys=True).encode()
+        return _dumps(self.to_mapping())
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> CatalogEvent:
-        """Inverse of :meth:`to_mapping` (``change`` is read from the state's history)."""
         try:
             if raw.get("format") != EVENT_FORMAT:
                 raise CatalogError(f"unknown catalog event format {raw.get('format')!r}")
-            state = ResourceState.from_mapping(raw["state"])
-            if state.id != raw["resource_id"] or not state.history or not state.versions:
-                raise CatalogError(f"catalog event for {raw['resource_id']!r} is inconsistent")
-            return cls(str(raw["resource_id"]), state)
+            rid = str(raw["resource_id"])
+            change = Change.from_mapping(raw["change"])
+            entry = EntryVersion.from_mapping(raw["entry"]) if raw.get("entry") else None
+            new_version = change.action in _NEW_VERSION
+            if (
+                change.seq < 1
+                or new_version != (entry is not None)
+                or (
+                    entry is not None
+                    and (entry.resource.id != rid or entry.resource.version != change.version)
+                )
+            ):
+                raise CatalogError(f"catalog event for {rid!r} is inconsistent")
+            return cls(rid, change, entry)
         except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, CatalogError):
-                raise
             raise CatalogError(f"malformed catalog event: {exc!r}") from exc
 
     @classmethod
     def from_json(cls, data: bytes | str) -> CatalogEvent:
+        return cls.from_mapping(_parse(data, "catalog event"))
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogSnapshot:
+    """One record of the snapshot topic: key ``resource_id``, value the resource's bounded
+    :class:`ResourceState` and the offset in the change log of the last change it includes
+    (written in the same transaction as that change)."""
+
+    state: ResourceState
+    change_offset: int
+
+    @property
+    def resource_id(self) -> str:
+        return self.state.id
+
+    @property
+    def key(self) -> bytes:
+        return self.state.id.encode()
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "resource_id": self.state.id,
+            "change_offset": self.change_offset,
+            "state": self.state.to_mapping(),
+        }
+
+    def to_json(self) -> bytes:
+        return _dumps(self.to_mapping())
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> CatalogSnapshot:
         try:
-            raw = json.loads(data)
-        except ValueError as exc:
-            raise CatalogError(f"catalog event is not JSON: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise CatalogError("catalog event is not a JSON object")
-        return cls.from_mapping(raw)
+            if raw.get("format") != SNAPSHOT_FORMAT:
+                raise CatalogError(f"unknown catalog snapshot format {raw.get('format')!r}")
+            state = ResourceState.from_mapping(raw["state"])
+            if state.id != raw["resource_id"] or state.seq < 1 or not state.versions:
+                raise CatalogError(f"catalog snapshot for {raw['resource_id']!r} is inconsistent")
+            return cls(state, int(raw["change_offset"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CatalogError(f"malformed catalog snapshot: {exc!r}") from exc
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> CatalogSnapshot:
+        return cls.from_mapping(_parse(data, "catalog snapshot"))
+
+
+def _check_follows(resource_id: str, seq: int, event: CatalogEvent) -> None:
+    if event.seq != seq + 1:
+        raise CatalogError(
+            f"{resource_id}: change #{event.seq} does not follow #{seq}: "
+            f"changes #{seq + 1} to #{event.seq - 1} are missing"
+        )
+
+
+def _advance(
+    resource_id: str, versions: tuple[EntryVersion, ...], event: CatalogEvent
+) -> tuple[EntryVersion, ...]:
+    """The versions after ``event`` (every version kept: callers bound them)."""
+    ch = event.change
+    current = next((v for v in versions if v.resource.version == ch.version), None)
+    found = current.resource.status if current is not None else None
+    if found is not ch.from_status:
+        raise CatalogError(
+            f"{resource_id} change #{ch.seq} moves version {ch.version} from "
+            f"{ch.from_status or 'nothing'}, but it is {found or 'not there'}"
+        )
+    if event.entry is not None:  # drafted, submitted: the version itself, spec and all
+        return (*(v for v in versions if v is not current), event.entry)
+    out = []
+    for v in versions:
+        if v is current:
+            v = replace(v, resource=replace(v.resource, status=ch.to_status))
+        elif ch.superseded_version is not None and v.resource.version == ch.superseded_version:
+            v = replace(v, resource=replace(v.resource, status=Status.SUPERSEDED))
+        out.append(v)
+    return tuple(out)
+
+
+def _bounded(versions: tuple[EntryVersion, ...]) -> tuple[EntryVersion, ...]:
+    """The versions a current state keeps: the one in force and the latest."""
+    last = len(versions) - 1
+    return tuple(
+        v for i, v in enumerate(versions) if i == last or v.resource.status is Status.APPROVED
+    )
 
 
 def _no_loader(path: str) -> Mapping[str, Any]:
@@ -289,7 +458,7 @@ def _diff(old: EntryVersion | None, new: EntryVersion) -> tuple[FieldChange, ...
 
 
 class CatalogBook:
-    """All versions and history of every catalog entry; applies the review commands.
+    """The current state of every catalog entry; applies the review commands.
 
     ``schema_loader`` reads collection specs for submissions (a book that only replays
     events needs none). ``reviewers`` are the actors who may approve, reject and retire
@@ -331,12 +500,27 @@ class CatalogBook:
 
     # -- replay --------------------------------------------------------------------------
     def apply(self, event: CatalogEvent) -> bool:
-        """Take ``event``'s state unless the book already holds that change or a later one;
-        True if the state changed."""
+        """Advance the resource's state by ``event``; False (and nothing changes) if the
+        book already holds that change or a later one. Raises :class:`CatalogError` if
+        changes are missing before it or it does not fit the state."""
         current = self._states.get(event.resource_id)
-        if current is not None and current.seq >= event.state.seq:
+        seq = current.seq if current is not None else 0
+        if event.seq <= seq:
             return False
-        self._states[event.resource_id] = event.state
+        _check_follows(event.resource_id, seq, event)
+        versions = _advance(event.resource_id, current.versions if current else (), event)
+        self._states[event.resource_id] = ResourceState(
+            event.resource_id, event.seq, _bounded(versions)
+        )
+        return True
+
+    def restore(self, state: ResourceState) -> bool:
+        """Take ``state`` (a snapshot) unless the book holds that change or a later one;
+        True if the state changed."""
+        current = self._states.get(state.id)
+        if current is not None and current.seq >= state.seq:
+            return False
+        self._states[state.id] = state
         return True
 
     # -- commands ------------------------------------------------------------------------
@@ -365,13 +549,6 @@ class CatalogBook:
             spec=pending.spec,
         )
         current = state.in_force
-        versions = []
-        for v in state.versions:
-            if v is pending:
-                v = replace(v, resource=replace(v.resource, status=Status.APPROVED))
-            elif v is current:
-                v = replace(v, resource=replace(v.resource, status=Status.SUPERSEDED))
-            versions.append(v)
         change = self._change(
             state,
             Action.APPROVED,
@@ -382,19 +559,21 @@ class CatalogBook:
             reason,
             superseded=current.resource.version if current else None,
         )
-        return self._emit(ResourceState(resource_id, tuple(versions), (*state.history, change)))
+        return self._emit(CatalogEvent(resource_id, change))
 
     def reject(self, resource_id: str, actor: str, reason: str, at_ms: int) -> CatalogEvent:
         """Refuse the submitted version; ``reason`` (required) tells the department why."""
         state, pending = self._submitted(resource_id, "reject")
         self._check_reviewer(actor, "reject")
         self._require_reason(reason, "reject", resource_id)
-        return self._set_status(
-            state, pending, Action.REJECTED, Status.REJECTED, actor, reason, at_ms
+        change = self._change(
+            state, Action.REJECTED, actor, at_ms, pending, Status.REJECTED, reason
         )
+        return self._emit(CatalogEvent(resource_id, change))
 
-    def retire(self, resource_id: str, actor: str, reason: str, at_ms: int) -> CatalogEvent:
-        """Take the resource out of force and close any draft or submitted version. Only a
+    def retire(self, resource_id: str, actor: str, reason: str, at_ms: int) -> list[CatalogEvent]:
+        """Take the resource out of force and close any draft or submitted version: one
+        event per version closed (the pending one first, then the one in force). Only a
         reviewer retires a version in force; the department may withdraw a resource that
         has never been approved (only a draft or a submission)."""
         state = self._existing(resource_id)
@@ -409,12 +588,15 @@ class CatalogBook:
             self._check_reviewer(actor, "retire a resource in force")
         elif actor not in self.reviewers:
             self._check_department(state.latest.resource, actor, "withdraw")
+        events = []
         for v in (pending, current):
             if v is not None:
-                state = self._set_status(
-                    state, v, Action.RETIRED, Status.RETIRED, actor, reason, at_ms, emit=False
-                ).state
-        return self._emit(state)
+                state = self._existing(resource_id)
+                change = self._change(
+                    state, Action.RETIRED, actor, at_ms, v, Status.RETIRED, reason
+                )
+                events.append(self._emit(CatalogEvent(resource_id, change)))
+        return events
 
     def bootstrap(
         self, entries: Iterable[Resource], reviewer: str, at_ms: int
@@ -483,6 +665,16 @@ class CatalogBook:
         if not reason.strip():
             raise CatalogError(f"give a reason to {verb} {resource_id}")
 
+    @staticmethod
+    def _check_spec_size(resource: Resource, spec: Mapping[str, Any]) -> None:
+        size = spec_bytes(spec)
+        if size > MAX_SPEC_BYTES:
+            raise CatalogError(
+                f"{resource.id}: collection spec {resource.schema} is {size:,} bytes, over "
+                f"the {MAX_SPEC_BYTES:,} a catalog version may carry; shorten its docs or "
+                f"split the resource into smaller ones"
+            )
+
     def _put(self, entry: Resource, actor: str, at_ms: int, status: Status) -> CatalogEvent:
         state = self._states.get(entry.id)
         if actor not in self.reviewers:
@@ -511,6 +703,7 @@ class CatalogBook:
             if status is Status.SUBMITTED:
                 raise
             spec = {}  # a draft may name a spec that does not exist yet
+        self._check_spec_size(resource, spec)
         new = EntryVersion(resource, spec, spec_fingerprint(spec) if spec else "")
         base = (
             pending
@@ -519,7 +712,6 @@ class CatalogBook:
             if state
             else None
         )
-        versions = [v for v in (state.versions if state else ()) if v is not pending]
         change = Change(
             seq=state.seq + 1 if state else 1,
             action=Action.DRAFTED if status is Status.DRAFT else Action.SUBMITTED,
@@ -530,9 +722,7 @@ class CatalogBook:
             to_status=status,
             diff=_diff(base, new),
         )
-        return self._emit(
-            ResourceState(entry.id, (*versions, new), (*(state.history if state else ()), change))
-        )
+        return self._emit(CatalogEvent(entry.id, change, new))
 
     @staticmethod
     def _change(
@@ -558,25 +748,6 @@ class CatalogBook:
             superseded_version=superseded,
         )
 
-    def _set_status(
-        self,
-        state: ResourceState,
-        v: EntryVersion,
-        action: Action,
-        to: Status,
-        actor: str,
-        reason: str,
-        at_ms: int,
-        *,
-        emit: bool = True,
-    ) -> CatalogEvent:
-        updated = replace(v, resource=replace(v.resource, status=to))
-        versions = tuple(updated if x is v else x for x in state.versions)
-        change = self._change(state, action, actor, at_ms, v, to, reason)
-        new_state = ResourceState(state.id, versions, (*state.history, change))
-        return self._emit(new_state) if emit else CatalogEvent(state.id, new_state)
-
-    def _emit(self, state: ResourceState) -> CatalogEvent:
-        event = CatalogEvent(state.id, state)
+    def _emit(self, event: CatalogEvent) -> CatalogEvent:
         self.apply(event)
         return event

@@ -1,8 +1,19 @@
-"""The catalog in Kafka (目录的权威存储): the compacted catalog topic is its source of truth.
+"""The catalog in Kafka (目录的权威存储): a change log and a snapshot topic, written together.
 
-:class:`CatalogStore` follows :attr:`~streams.kafka.topics.Topics.catalog` on a background thread
-(a :class:`~streams.kafka.follower.CompactedView`), replays every :class:`CatalogEvent` into a
-:class:`CatalogBook` and publishes an immutable :class:`Catalog` snapshot after each change:
+Two topics hold the catalog:
+
+- the change log, :attr:`~streams.kafka.topics.Topics.catalog_changes`: append-only and kept
+  forever, one :class:`CatalogEvent` per change keyed by resource id (who, what, which
+  version, the diff, and the spec only when a version is drafted or submitted). It is the
+  history: :meth:`CatalogStore.history` replays one resource's events from it;
+- the snapshot topic, :attr:`~streams.kafka.topics.Topics.catalog`: compacted, one
+  :class:`CatalogSnapshot` per resource id, the resource's bounded current state (the version
+  in force and the latest version with their specs, the ``seq`` of its last change and that
+  change's offset in the change log). Neither record grows with the history.
+
+:class:`CatalogStore` follows the snapshot topic on a background thread (a
+:class:`~streams.kafka.follower.CompactedView`), restores every snapshot into a
+:class:`CatalogBook` and publishes an immutable :class:`Catalog` after each change:
 :meth:`current` is a plain attribute read, so the ingest asks it once per record without a
 round trip, and a change reaches every running worker within a poll interval.
 
@@ -10,23 +21,25 @@ Commands (:meth:`submit`, :meth:`approve`, :meth:`reject`, :meth:`retire`, :meth
 run as a single writer:
 
 1. become *the* catalog writer: a transactional producer whose ``transactional.id`` is the
-   same for every writer of this topic. ``init_transactions`` fences any other writer (its
+   same for every writer of this catalog. ``init_transactions`` fences any other writer (its
    open transaction is aborted, its commit fails) and waits until the previous writer's
    commit is complete, so what we read next includes every earlier change;
-2. read the topic to its end, run the command on a copy of the book to get its events;
+2. read the snapshot topic to its end, run the command on a copy of the book to get its
+   events and the resulting states;
 3. publish the collection specs the events carry to the schema topic (so every consumer can
-   decode payloads written with them), then write the events in one transaction keyed by
-   resource id, and commit;
-4. read our own events back and check the stored state is ours (optimistic concurrency, as
-   a second line of defence): otherwise :class:`CatalogError` "changed concurrently, retry".
+   decode payloads written with them); then, in one transaction, write the events to the
+   change log, learn their offsets, write each changed resource's snapshot (naming the
+   offset of its last change) to the snapshot topic, and commit: both or neither;
+4. read our own snapshots back and check the stored state is ours (optimistic concurrency,
+   as a second line of defence): otherwise :class:`CatalogError` "changed concurrently, retry".
 
 Fencing matters beyond the error message: the book keeps the highest ``seq`` per resource
 while compaction keeps the *last* record per key, so two writers racing on one resource
 would leave live followers and a rebuild from the compacted topic disagreeing. With one
 writer at a time, offsets and ``seq`` grow together.
 
-A record of the topic that cannot be parsed (or a tombstone, which no command writes) is
-counted in :attr:`CatalogStore.errors` and logged; following goes on.
+A record of the snapshot topic that cannot be parsed (or a tombstone, which no command
+writes) is counted in :attr:`CatalogStore.errors` and logged; following goes on.
 """
 
 from __future__ import annotations
@@ -42,12 +55,6 @@ from types import TracebackType
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-)
 
 from streams.catalog.model import (
     Catalog,
@@ -57,7 +64,15 @@ from streams.catalog.model import (
     Status,
     schema_file_loader,
 )
-from streams.catalog.review import DATA_BUREAU, CatalogBook, CatalogEvent, ResourceState
+from streams.catalog.review import (
+    DATA_BUREAU,
+    Action,
+    CatalogBook,
+    CatalogEvent,
+    CatalogSnapshot,
+    ResourceHistory,
+    ResourceState,
+)
 from streams.kafka.config import StreamsConfig
 from streams.kafka.follower import CompactedView, ViewError
 from streams.kafka.schema_topic import SchemaTopic
@@ -68,7 +83,8 @@ __all__ = ["MAX_EVENT_BYTES", "CatalogStore", "CatalogUnavailable"]
 
 log = logging.getLogger(__name__)
 
-#: the largest catalog event the store writes (headroom for the record batch overhead)
+#: the largest catalog record (a change or a snapshot) the store writes (headroom for the
+#: record batch overhead)
 MAX_EVENT_BYTES = CATALOG_MAX_MESSAGE_BYTES - 16 * 1024
 
 #: a command: run on a copy of the book at a time (ms), returns the events to write
@@ -79,10 +95,12 @@ _FENCED = {
     KafkaError.PRODUCER_FENCED,
     KafkaError.INVALID_PRODUCER_EPOCH,
 }
+#: a change-log offset no record has: sizes a snapshot before its offset is known
+_ANY_OFFSET = 2**62
 
 
 class CatalogUnavailable(RuntimeError):
-    """Kafka could not be reached, or the catalog topic could not be read or written."""
+    """Kafka could not be reached, or the catalog topics could not be read or written."""
 
 
 def _now_ms() -> int:
@@ -117,24 +135,26 @@ class CatalogStore:
     ) -> None:
         self.config = config
         self.topics = Topics.of(config)
-        self.topic = self.topics.catalog
+        self.topic = self.topics.catalog  # the snapshots
+        self.changes_topic = self.topics.catalog_changes  # the history
         self.timeout = timeout
         self._clock = clock
         self._book = CatalogBook(
             schema_loader or schema_file_loader(config.schema_dir), reviewers=reviewers
         )
         self._catalog = Catalog()
+        self._offsets: dict[str, int] = {}  # per resource: the last change its snapshot covers
         self._specs: dict[tuple[str, int], Schema] = {}
         self._lock = threading.Lock()  # the book and the snapshot reference
         self._write_lock = threading.Lock()  # one command at a time in this process
         self._start_lock = threading.Lock()
         self._view: CompactedView | None = None
-        self.errors = 0  # records of the topic that could not be applied
-        self.applied = 0  # events that changed the book
+        self.errors = 0  # records of the snapshot topic that could not be applied
+        self.applied = 0  # snapshots that changed the book
 
     # -- following -----------------------------------------------------------------------
     def start(self, timeout: float | None = None) -> CatalogStore:
-        """Read the catalog topic to its end and keep following it (idempotent)."""
+        """Read the snapshot topic to its end and keep following it (idempotent)."""
         with self._start_lock:
             if self._view is not None:
                 return self
@@ -152,16 +172,17 @@ class CatalogStore:
         return self
 
     def _apply(self, key: bytes, value: bytes | None) -> None:
-        """Called on the view's thread for each record of the topic, in offset order."""
+        """Called on the view's thread for each record of the snapshot topic, in order."""
         try:
             if value is None:
                 raise CatalogError("tombstone: catalog entries are retired, never deleted")
-            event = CatalogEvent.from_json(value)
-            if event.key != key:
-                raise CatalogError(f"key {key!r:.80} is not the event's resource id")
+            snapshot = CatalogSnapshot.from_json(value)
+            if snapshot.key != key:
+                raise CatalogError(f"key {key!r:.80} is not the snapshot's resource id")
             with self._lock:
-                if self._book.apply(event):
-                    state = event.state
+                if self._book.restore(snapshot.state):
+                    state = snapshot.state
+                    self._offsets[state.id] = snapshot.change_offset
                     view = (state.in_force or state.latest).resource
                     self._catalog = self._catalog.with_entry(view)
                     self.applied += 1
@@ -184,13 +205,51 @@ class CatalogStore:
             )
 
     def state(self, resource_id: str) -> ResourceState | None:
-        """Every version and the whole history of one resource."""
+        """The current state of one resource: its version in force and its latest version."""
         with self._lock:
             return self._book.state(resource_id)
 
     def states(self) -> list[ResourceState]:
         with self._lock:
             return self._book.states()
+
+    def history(self, resource_id: str, timeout: float | None = None) -> ResourceHistory | None:
+        """Every version and the whole history of one resource, replayed from its events in
+        the change log (read from the start to its current end); None if it has none."""
+        events: list[CatalogEvent] = []
+        bad: list[str] = []
+        wanted = resource_id.encode()
+
+        def collect(key: bytes, value: bytes | None) -> None:
+            if key != wanted:
+                return
+            try:
+                if value is None:
+                    raise CatalogError("tombstone")
+                events.append(CatalogEvent.from_json(value))
+            except CatalogError as exc:
+                bad.append(str(exc))
+
+        view = CompactedView(self.config.kafka, self.changes_topic, collect)
+        try:
+            view.start(self.timeout if timeout is None else timeout)
+        except (ViewError, KafkaException) as exc:
+            raise CatalogUnavailable(
+                f"cannot read the catalog change log {self.changes_topic}: {exc}; is Kafka up "
+                f"(`xiangyun stack status`) and the catalog bootstrapped "
+                f"(`xiangyun catalog bootstrap`)?"
+            ) from exc
+        finally:
+            view.stop()
+        if bad:
+            log.error(
+                "change log %s: %d records of %s ignored: %s",
+                self.changes_topic,
+                len(bad),
+                resource_id,
+                bad[:3],
+            )
+        return ResourceHistory.replay(resource_id, events)
 
     def spec(self, resource: Resource) -> Schema:
         """The reader schema of ``resource``'s version: the collection spec stored with that
@@ -259,52 +318,23 @@ class CatalogStore:
         )[0]
 
     def retire(self, resource_id: str, reason: str, *, actor: str = DATA_BUREAU) -> CatalogEvent:
-        """Take ``resource_id`` out of force (records for it are then refused)."""
+        """Take ``resource_id`` out of force (records for it are then refused); a pending
+        version is closed too. The event of the last version closed."""
         return self._command(
-            lambda book, at: [book.retire(resource_id, actor, reason, at)], publish_specs=False
-        )[0]
+            lambda book, at: book.retire(resource_id, actor, reason, at), publish_specs=False
+        )[-1]
 
     def bootstrap(self, directory: Path | None = None) -> list[CatalogEvent]:
         """Load the starter catalog (``config.catalog_dir``): the resources not yet in the
-        topic are submitted by their departments and approved by the data bureau, in one
-        transaction. Resources already in the topic are left alone (the topic, not the
-        files, is the source of truth), so a second run writes nothing."""
+        catalog are submitted by their departments and approved by the data bureau, in one
+        transaction. Resources already there are left alone (the topics, not the files, are
+        the source of truth), so a second run writes nothing."""
         ensure_topics(self.config, self.topics, timeout=self.timeout)
-        self._raise_message_limit()
         entries = list(Catalog.from_dir(directory or self.config.catalog_dir))
         reviewer = DATA_BUREAU if DATA_BUREAU in self._book.reviewers else min(self._book.reviewers)
         return self._command(
             lambda book, at: book.bootstrap(entries, reviewer, at), publish_specs=True
         )
-
-    def _raise_message_limit(self) -> None:
-        """A catalog topic created before it took large events (1 MiB, Kafka's default) gets
-        :data:`~streams.kafka.topics.CATALOG_MAX_MESSAGE_BYTES`; a higher limit is left alone."""
-        admin = AdminClient(self.config.kafka.admin())
-        resource = ConfigResource(ConfigResource.Type.TOPIC, self.topic)
-        key = "max.message.bytes"
-        try:
-            config = admin.describe_configs([resource])[resource].result(self.timeout)
-            entry = config.get(key)
-            if entry is not None and int(entry.value or 0) >= CATALOG_MAX_MESSAGE_BYTES:
-                return
-            change = ConfigResource(
-                ConfigResource.Type.TOPIC,
-                self.topic,
-                incremental_configs=[
-                    ConfigEntry(
-                        key,
-                        str(CATALOG_MAX_MESSAGE_BYTES),
-                        incremental_operation=AlterConfigOpType.SET,
-                    )
-                ],
-            )
-            admin.incremental_alter_configs([change])[change].result(self.timeout)
-        except KafkaException as exc:
-            raise CatalogUnavailable(
-                f"cannot set {key} of the catalog topic {self.topic}: {exc}"
-            ) from exc
-        log.info("catalog topic %s: %s raised to %s", self.topic, key, CATALOG_MAX_MESSAGE_BYTES)
 
     # -- the single writer ---------------------------------------------------------------
     def _command(self, run: Command, *, publish_specs: bool) -> list[CatalogEvent]:
@@ -318,18 +348,11 @@ class CatalogStore:
                 events = run(book, self._clock())
                 if not events:
                     return []
-                for ev in events:
-                    size = len(ev.to_json())
-                    if size > MAX_EVENT_BYTES:
-                        raise CatalogError(
-                            f"{ev.resource_id}: its catalog record would be {size:,} bytes, "
-                            f"over the {MAX_EVENT_BYTES:,} the catalog topic takes (the record "
-                            f"carries the whole history); retire it and register the resource "
-                            f"under a new id"
-                        )
+                states = self._changed_states(book, events)
+                self._check_sizes(events, states)
                 if publish_specs:
-                    self._publish_specs(events)
-                last = self._write(producer, events)
+                    self._publish_specs(events, book)
+                offsets, last = self._write(producer, events, states)
             finally:
                 _close(producer)
             view = self._view
@@ -339,19 +362,45 @@ class CatalogStore:
                     f"the catalog change was committed to {self.topic} but not read back "
                     f"within {self.timeout:.0f}s; check with `xiangyun catalog show`"
                 )
-            self._verify(events)
+            self._verify(states, offsets)
         return events
+
+    @staticmethod
+    def _changed_states(book: CatalogBook, events: list[CatalogEvent]) -> list[ResourceState]:
+        """The state after ``events`` of each resource they change, in order of first change."""
+        states = []
+        for rid in dict.fromkeys(ev.resource_id for ev in events):
+            state = book.state(rid)
+            assert state is not None
+            states.append(state)
+        return states
+
+    @staticmethod
+    def _check_sizes(events: list[CatalogEvent], states: list[ResourceState]) -> None:
+        for ev in events:
+            size = len(ev.to_json())
+            if size > MAX_EVENT_BYTES:
+                raise CatalogError(
+                    f"{ev.resource_id}: the record of change #{ev.seq} would be {size:,} "
+                    f"bytes, over the {MAX_EVENT_BYTES:,} a catalog record may take; shorten "
+                    f"the collection spec of version {ev.change.version}"
+                )
+        for st in states:
+            size = len(CatalogSnapshot(st, _ANY_OFFSET).to_json())
+            if size > MAX_EVENT_BYTES:
+                numbers = " and ".join(str(v.resource.version) for v in st.versions)
+                raise CatalogError(
+                    f"{st.id}: its current state (versions {numbers} with their specs) would "
+                    f"be {size:,} bytes, over the {MAX_EVENT_BYTES:,} a catalog record may "
+                    f"take; shorten the collection spec of the new version"
+                )
 
     def _become_writer(self) -> Producer:
         producer = Producer(
             self.config.kafka.transactional_producer(
-                # One id for every writer of this topic: a new writer fences the others.
+                # One id for every writer of this catalog: a new writer fences the others.
                 f"xiangyun-catalog-writer.{self.topic}",
-                **{
-                    "transaction.timeout.ms": 15_000,
-                    "message.max.bytes": CATALOG_MAX_MESSAGE_BYTES,
-                    "linger.ms": 0,
-                },
+                **{"transaction.timeout.ms": 15_000, "linger.ms": 0},
             )
         )
         try:
@@ -364,11 +413,15 @@ class CatalogStore:
             ) from exc
         return producer
 
-    def _publish_specs(self, events: list[CatalogEvent]) -> None:
+    def _publish_specs(self, events: list[CatalogEvent], book: CatalogBook) -> None:
+        """The specs of the versions the events create or put in force."""
         schemas: dict[str, Schema] = {}
         for ev in events:
-            version = ev.state.version(ev.change.version)
-            if version.spec and version.fingerprint not in schemas:
+            version = ev.entry
+            if version is None and ev.change.action is Action.APPROVED:
+                state = book.state(ev.resource_id)
+                version = state.version(ev.change.version) if state is not None else None
+            if version is not None and version.spec and version.fingerprint not in schemas:
                 schemas[version.fingerprint] = Schema.parse(version.spec)
         if not schemas:
             return
@@ -378,28 +431,61 @@ class CatalogStore:
         except (RuntimeError, KafkaException) as exc:
             raise CatalogUnavailable(str(exc)) from exc
 
-    def _write(self, producer: Producer, events: list[CatalogEvent]) -> tuple[int, int]:
-        """Write ``events`` in one transaction; the (partition, offset) of the last one."""
-        delivered: list[tuple[int, int]] = []
+    def _write(
+        self, producer: Producer, events: list[CatalogEvent], states: list[ResourceState]
+    ) -> tuple[dict[str, int], tuple[int, int]]:
+        """Write ``events`` to the change log and the ``states`` (each naming the offset of
+        its resource's last event) to the snapshot topic, in one transaction. Returns the
+        change-log offset of each resource's last event, and the (partition, offset) of the
+        last snapshot."""
+        changes: dict[int, int] = {}  # event index → its offset in the change log
+        snapshots: list[tuple[int, int]] = []
         failures: list[str] = []
 
-        def on_delivery(err: KafkaError | None, msg: Any) -> None:
+        def on_event(i: int) -> Callable[[KafkaError | None, Any], None]:
+            def report(err: KafkaError | None, msg: Any) -> None:
+                if err is not None:
+                    failures.append(str(err))
+                else:
+                    changes[i] = msg.offset()
+
+            return report
+
+        def on_snapshot(err: KafkaError | None, msg: Any) -> None:
             if err is not None:
                 failures.append(str(err))
             else:
-                delivered.append((msg.partition(), msg.offset()))
+                snapshots.append((msg.partition(), msg.offset()))
 
-        try:
-            producer.begin_transaction()
-            for ev in events:
-                producer.produce(self.topic, ev.to_json(), ev.key, on_delivery=on_delivery)
+        def delivered(what: str, topic: str) -> None:
             left = producer.flush(self.timeout)
             if left or failures:
                 producer.abort_transaction(self.timeout)
                 raise CatalogUnavailable(
-                    f"could not write {left or len(failures)} catalog events to {self.topic}: "
+                    f"could not write {left or len(failures)} catalog {what} to {topic}: "
                     f"{failures[:3]}; nothing was changed; is Kafka up (`xiangyun stack status`)?"
                 )
+
+        offsets: dict[str, int] = {}
+        try:
+            producer.begin_transaction()
+            for i, ev in enumerate(events):
+                producer.produce(self.changes_topic, ev.to_json(), ev.key, on_delivery=on_event(i))
+            delivered("changes", self.changes_topic)
+            for i, ev in enumerate(events):
+                if i not in changes:
+                    producer.abort_transaction(self.timeout)
+                    raise CatalogUnavailable(
+                        f"no delivery report for a catalog change on {self.changes_topic}; "
+                        f"nothing was changed"
+                    )
+                offsets[ev.resource_id] = changes[i]
+            for st in states:
+                snapshot = CatalogSnapshot(st, offsets[st.id])
+                producer.produce(
+                    self.topic, snapshot.to_json(), snapshot.key, on_delivery=on_snapshot
+                )
+            delivered("snapshots", self.topic)
             producer.commit_transaction(self.timeout)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
@@ -412,23 +498,35 @@ class CatalogStore:
                 with contextlib.suppress(KafkaException):
                     producer.abort_transaction(self.timeout)
             raise CatalogUnavailable(
-                f"could not write to the catalog topic {self.topic}: {err or exc}; "
-                f"is Kafka up (`xiangyun stack status`)?"
+                f"could not write to the catalog topics {self.changes_topic} and {self.topic}: "
+                f"{err or exc}; is Kafka up (`xiangyun stack status`)?"
             ) from exc
-        if not delivered:
-            raise CatalogUnavailable(f"no delivery report for the catalog events on {self.topic}")
-        return max(delivered)
+        if not snapshots:
+            raise CatalogUnavailable(
+                f"no delivery report for the catalog snapshots on {self.topic}"
+            )
+        return offsets, max(snapshots)
 
-    def _verify(self, events: list[CatalogEvent]) -> None:
-        """Our change must be what the topic holds now (or the start of what it holds)."""
-        last = {ev.resource_id: ev for ev in events}
-        for rid, ev in last.items():
-            stored = self.state(rid)
-            mine = ev.state.history
-            if stored is None or stored.history[: len(mine)] != mine:
-                by = stored.history[-1].actor if stored is not None else "nobody"
-                raise CatalogError(
-                    f"{rid} changed concurrently (its latest change is by {by}); "
-                    f"this change was not applied; check with `xiangyun catalog show {rid}` "
-                    f"and retry"
+    def _verify(self, states: list[ResourceState], offsets: dict[str, int]) -> None:
+        """What the snapshot topic holds now must be our change, or a later change written
+        after ours (its snapshot covers a later offset of the change log)."""
+        for mine in states:
+            with self._lock:
+                stored = self._book.state(mine.id)
+                covered = self._offsets.get(mine.id, -1)
+            ours = offsets[mine.id]
+            if stored is not None and (
+                (
+                    stored.seq == mine.seq
+                    and covered == ours
+                    and stored.to_mapping() == mine.to_mapping()
                 )
+                or (stored.seq > mine.seq and covered > ours)
+            ):
+                continue
+            at = f"change #{stored.seq}" if stored is not None else "no change"
+            raise CatalogError(
+                f"{mine.id} changed concurrently (the catalog holds {at}, this change was "
+                f"#{mine.seq}); this change was not applied; check with "
+                f"`xiangyun catalog show {mine.id}` and retry"
+            )

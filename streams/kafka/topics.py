@@ -1,7 +1,8 @@
 """Topic names and their creation: one home for every topic the exchange uses.
 
-Pool, schema and catalog topics are compacted: Kafka keeps the latest value per key, so
-Redis views and agent state can always be rebuilt from Kafka.
+Pool, schema and catalog snapshot topics are compacted: Kafka keeps the latest value per key,
+so Redis views and agent state can always be rebuilt from Kafka. The catalog change log is
+append-only and kept forever: it is the catalog's history.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from streams.kafka.config import StreamsConfig
 __all__ = ["CATALOG_MAX_MESSAGE_BYTES", "Topics", "ensure_topics"]
 
 _COMPACT = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
-#: largest catalog event (one resource's state with its history) the catalog topic takes
-CATALOG_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: largest catalog record (one change, or one resource's bounded snapshot) the catalog writer
+#: produces: within Kafka's default limits (a producer's message.max.bytes, 1,000,000 bytes;
+#: a topic's max.message.bytes, 1 MiB), so the catalog topics need no special limit
+CATALOG_MAX_MESSAGE_BYTES = 1_000_000
+#: the catalog change log: append-only, one partition, never deleted (it is the history)
+_KEPT_FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +68,13 @@ class Topics:
 
     @property
     def catalog(self) -> str:
-        """Compacted: resource id → latest catalog event with its history."""
+        """Compacted: resource id → its current catalog state (a bounded snapshot)."""
         return f"{self.prefix}.catalog"
+
+    @property
+    def catalog_changes(self) -> str:
+        """Append-only, kept forever: one record per catalog change, keyed by resource id."""
+        return f"{self.prefix}.catalog.changes"
 
     @property
     def outcomes(self) -> list[str]:
@@ -84,9 +94,9 @@ class Topics:
         for t in self.pools.values():
             out[t] = dict(_COMPACT)
         out[self.schemas] = dict(_COMPACT)
-        # A catalog event carries a resource's whole history and every version's spec; it
-        # grows with each change, so the catalog topic takes events well over 1 MiB.
-        out[self.catalog] = {**_COMPACT, "max.message.bytes": str(CATALOG_MAX_MESSAGE_BYTES)}
+        # Catalog records are bounded (one change; one resource's snapshot): default limits.
+        out[self.catalog] = dict(_COMPACT)
+        out[self.catalog_changes] = dict(_KEPT_FOREVER)
         return out
 
 
@@ -102,8 +112,12 @@ def ensure_topics(
     for name, topic_config in wanted.items():
         if name in existing:
             continue
-        # Schemas and catalog are small and must stay ordered per key: one partition.
-        parts = 1 if name in (topics.schemas, topics.catalog) else config.partitions
+        # Schemas and catalog are small and must stay ordered: one partition.
+        parts = (
+            1
+            if name in (topics.schemas, topics.catalog, topics.catalog_changes)
+            else config.partitions
+        )
         new.append(NewTopic(name, num_partitions=parts, replication_factor=1, config=topic_config))
     if not new:
         return

@@ -26,16 +26,17 @@ from typing import Any
 import pytest
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from connectors.producer import SourceProducer
 from streams.catalog.model import Catalog, CatalogError, Resource, Status, schema_file_loader
+from streams.catalog.review import CatalogEvent, CatalogSnapshot
 from streams.core.channel import Channel
 from streams.core.identifiers import make_citizen_id
 from streams.core.pools import Pool
 from streams.kafka.catalog_store import CatalogStore, _close
 from streams.kafka.schema_topic import SchemaTopic
-from streams.kafka.topics import CATALOG_MAX_MESSAGE_BYTES, Topics
+from streams.kafka.topics import Topics
 from streams.wire.codec import Schema, SchemaRegistry, decode, encode
 from streams.wire.envelope import Envelope, EnvelopeCodec
 from xiangyun.outcomes import end_offsets
@@ -259,21 +260,38 @@ def cli(settings: Settings, *argv: str, timeout: float = 60) -> subprocess.Compl
 # -- bootstrap -------------------------------------------------------------------------------
 
 
-def catalog_topic_limit(settings: Settings, topic: str) -> int:
+def records_of(settings: Settings, topic: str) -> list[tuple[bytes, bytes]]:
+    """Every committed record of a one-partition topic, in order: (key, value)."""
+    consumer = Consumer(
+        settings.kafka.consumer(
+            f"catalog-it-{uuid.uuid4().hex[:8]}", **{"isolation.level": "read_committed"}
+        )
+    )
+    try:
+        end = end_offsets(settings, [topic])[(topic, 0)]
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        out: list[tuple[bytes, bytes]] = []
+        deadline = time.monotonic() + 30
+        while consumer.position([TopicPartition(topic, 0)])[0].offset < end:
+            assert time.monotonic() < deadline, f"{topic} not read to {end} within 30s"
+            for m in consumer.consume(500, 0.2):
+                if not m.error():
+                    out.append((m.key() or b"", m.value() or b""))
+        return out
+    finally:
+        consumer.close()
+
+
+def topic_config(settings: Settings, topic: str) -> dict[str, str]:
     admin = AdminClient(settings.kafka.admin())
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     config = admin.describe_configs([resource])[resource].result(30)
-    return int(config["max.message.bytes"].value)
+    return {k: str(v.value) for k, v in config.items()}
 
 
 def test_bootstrap_loads_the_starter_catalog_once(settings: Settings) -> None:
     fresh = dataclasses.replace(settings, topic_prefix=f"{settings.topic_prefix}-boot")
-    topic = Topics.of(fresh.streams).catalog
-    # A catalog topic as an older release created it: Kafka's default 1 MiB message limit.
-    admin = AdminClient(fresh.kafka.admin())
-    old = NewTopic(topic, 1, 1, config={"cleanup.policy": "compact"})
-    admin.create_topics([old])[topic].result(30)
-    assert catalog_topic_limit(fresh, topic) < CATALOG_MAX_MESSAGE_BYTES
+    topics = Topics.of(fresh.streams)
     starter = Catalog.from_dir(fresh.catalog_dir)
     with CatalogStore(fresh.streams) as store:
         events = store.bootstrap()
@@ -282,24 +300,85 @@ def test_bootstrap_loads_the_starter_catalog_once(settings: Settings) -> None:
             [r.id for r in starter] + [r.id for r in starter]
         )
         assert {r.id for r in store.current() if r.in_force} == {r.id for r in starter}
-        end = end_offsets(fresh, [topic])
+        end = end_offsets(fresh, [topics.catalog, topics.catalog_changes])
         assert store.bootstrap() == []  # second run: nothing to do
     with CatalogStore(fresh.streams) as again:
         assert again.bootstrap() == []  # nor from another process's view of the topic
         rebuilt = again.current()  # the catalog rebuilt from Kafka alone
-    assert end_offsets(fresh, [topic]) == end  # nothing was written
-    assert catalog_topic_limit(fresh, topic) == CATALOG_MAX_MESSAGE_BYTES  # events may grow
+    # nothing was written, to either topic
+    assert end_offsets(fresh, [topics.catalog, topics.catalog_changes]) == end
     for entry in starter:
         got = rebuilt.in_force(entry.id)
         assert got is not None and got.provider == entry.provider and got.version == 1
+    # One change-log record per change, one snapshot per resource, written together.
+    changes = records_of(fresh, topics.catalog_changes)
+    assert [CatalogEvent.from_json(v) for _, v in changes] == events
+    snapshots = [CatalogSnapshot.from_json(v) for _, v in records_of(fresh, topics.catalog)]
+    assert sorted(s.resource_id for s in snapshots) == sorted(r.id for r in starter)
+    for snap in snapshots:  # each names the offset of its resource's last change
+        key, value = changes[snap.change_offset]
+        assert key == snap.key and CatalogEvent.from_json(value).seq == snap.state.seq == 2
+    # Normal limits: the catalog topics take no special message size; the log is kept.
+    assert int(topic_config(fresh, topics.catalog)["max.message.bytes"]) <= 1_048_588
+    log_config = topic_config(fresh, topics.catalog_changes)
+    assert (log_config["cleanup.policy"], log_config["retention.ms"]) == ("delete", "-1")
     # The specs went to the schema topic: any consumer can decode payloads written with them.
     registry = SchemaRegistry()
-    schemas = SchemaTopic(fresh.kafka, Topics.of(fresh.streams).schemas, registry).follow()
+    schemas = SchemaTopic(fresh.kafka, topics.schemas, registry).follow()
     try:
         for entry in starter:
             assert Schema.load(fresh.schema_dir / entry.schema).fingerprint in registry
     finally:
         schemas.close()
+
+
+def test_history_comes_from_the_change_log_and_records_stay_small(
+    settings: Settings, catalog_store: CatalogStore, spec_dir: Path
+) -> None:
+    """Many reviewed changes: show has them all, read from the change log, while each
+    record written stays the size of the first ones and the snapshot holds no history."""
+    topics = Topics.of(settings.streams)
+    new = Resource.from_mapping(NEW_ENTRY)
+    store = CatalogStore(settings.streams, schema_loader=schema_file_loader(spec_dir))
+    with store:
+        for i in range(6):
+            store.submit(dataclasses.replace(new, name=f"Disability certificates {i}"))
+            store.reject(NEW_ID, f"round {i}: legal basis needs the article")
+        store.submit(new)
+        store.approve(NEW_ID, "complete")
+        state = store.state(NEW_ID)
+        history = store.history(NEW_ID)
+    assert state is not None and history is not None
+    assert state.seq == history.seq == 14
+    assert [v.resource.version for v in state.versions] == [7]  # bounded: no history
+    assert [v.resource.version for v in history.versions] == list(range(1, 8))
+    assert [c.reason for c in history.history if c.reason][:2] == [
+        "round 0: legal basis needs the article",
+        "round 1: legal basis needs the article",
+    ]
+    # The history is the change log's records of that key, in order.
+    logged = [
+        CatalogEvent.from_json(v)
+        for k, v in records_of(settings, topics.catalog_changes)
+        if k == NEW_ID.encode()
+    ]
+    assert tuple(ev.change for ev in logged) == history.history
+    sizes = [len(ev.to_json()) for ev in logged]
+    assert max(sizes[2:]) <= max(sizes[:2]) + 16  # later changes are no larger
+    snaps = [v for k, v in records_of(settings, topics.catalog) if k == NEW_ID.encode()]
+    assert len(snaps) == 14 and max(map(len, snaps)) <= len(snaps[1]) + 64
+    assert "history" not in json.loads(snaps[-1])["state"]
+
+    r = cli(settings, "show", NEW_ID)
+    assert r.returncode == 0, r.stderr
+    shown = r.stdout.split("history:", 1)[1]
+    assert shown.count("rejected  v") == 6 and "approved  v7  submitted → approved" in shown
+    assert "reason: round 5: legal basis needs the article" in shown
+    assert "~ name: Disability certificates 0 → Disability certificates 1" in shown
+    assert "v1   rejected" in r.stdout and "v7   approved" in r.stdout
+    r = cli(settings, "show", NEW_ID, "--json")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["history"]) == 14
 
 
 def test_a_writer_overtaken_by_another_writes_nothing(settings: Settings) -> None:
@@ -311,19 +390,23 @@ def test_a_writer_overtaken_by_another_writes_nothing(settings: Settings) -> Non
         slow.sync()
         book = slow._book.copy()
         retire = book.retire(RESIDENT, "220000-ZSJ", "slow writer", 1)
+        retired = book.state(RESIDENT)
+        assert retired is not None
         # ... meanwhile another writer changes the same resource and commits.
         fast.retire(RESIDENT, "fast writer")
-        end = end_offsets(settings, [fast.topic])
+        end = end_offsets(settings, [fast.topic, fast.changes_topic])
         with pytest.raises(CatalogError, match="changed concurrently"):
-            slow._write(producer, [retire])
+            slow._write(producer, retire, [retired])
         _close(producer)
-        assert end_offsets(settings, [fast.topic]) == end  # the slow change never landed
+        # the slow change never landed, on either topic
+        assert end_offsets(settings, [fast.topic, fast.changes_topic]) == end
         fast.sync()
-        state = fast.state(RESIDENT)
-        assert state is not None and state.history[-1].reason == "fast writer"
+        history = fast.history(RESIDENT)
+        assert history is not None and history.history[-1].reason == "fast writer"
+        assert [c.reason for c in history.history].count("slow writer") == 0
     with CatalogStore(settings.streams) as rebuilt:  # and a reader starting now sees the same
         state = rebuilt.start().state(RESIDENT)
-        assert state is not None and [c.reason for c in state.history][-1] == "fast writer"
+        assert state is not None and state.seq == history.seq
         assert rebuilt.current().in_force(RESIDENT) is None
 
 

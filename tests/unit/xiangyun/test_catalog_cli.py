@@ -4,14 +4,15 @@ in tests/integration/test_catalog_flow.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
 from streams.catalog.model import Catalog, schema_file_loader
-from streams.catalog.review import DATA_BUREAU, CatalogBook
-from xiangyun.catalog_cli import render_state, run_catalog
+from streams.catalog.review import DATA_BUREAU, CatalogBook, ResourceHistory
+from xiangyun.catalog_cli import render_history, run_catalog
 from xiangyun.cli import build_parser, main
 from xiangyun.settings import Settings
 
@@ -131,11 +132,11 @@ def test_schema_dir_that_is_not_a_directory_exits_2(
 
 def test_show_renders_the_entry_versions_and_history_with_diffs() -> None:
     book = CatalogBook(schema_file_loader(ROOT / "schemas" / "avro"))
-    book.bootstrap(list(Catalog.from_dir(ROOT / "catalog")), DATA_BUREAU, 1_767_225_600_000)
-    book.retire("population.resident", DATA_BUREAU, "replaced by the national registry", 1)
-    state = book.state("population.resident")
+    log = book.bootstrap(list(Catalog.from_dir(ROOT / "catalog")), DATA_BUREAU, 1_767_225_600_000)
+    log += book.retire("population.resident", DATA_BUREAU, "replaced by the national registry", 1)
+    state = ResourceHistory.replay("population.resident", log)  # what the change log holds
     assert state is not None
-    text = render_state(state)
+    text = render_history(state)
     assert text.startswith("population.resident: Resident household registration")
     assert "not in force: latest version 1 is retired" in text
     assert "provider: 220000-GA" in text  # the entry itself
@@ -148,3 +149,23 @@ def test_show_renders_the_entry_versions_and_history_with_diffs() -> None:
     assert "reason: starter catalog" in history
     assert "retired   v1  approved → retired" in history
     assert "reason: replaced by the national registry" in history
+
+
+def test_show_lists_every_version_of_a_long_history() -> None:
+    """A superseded version is not in the current state but is in the change log: show
+    lists it with its diff."""
+    book = CatalogBook(schema_file_loader(ROOT / "schemas" / "avro"))
+    log = book.bootstrap(list(Catalog.from_dir(ROOT / "catalog")), DATA_BUREAU, 1_000)
+    resident = Catalog.from_dir(ROOT / "catalog").get("population.resident")
+    assert resident is not None
+    log.append(book.submit(dataclasses.replace(resident, name="Residents"), "220000-GA", 2_000))
+    log.append(book.approve("population.resident", DATA_BUREAU, "renamed", 3_000))
+    current = book.state("population.resident")
+    assert current is not None and [v.resource.version for v in current.versions] == [2]
+    history = ResourceHistory.replay("population.resident", log)
+    assert history is not None
+    text = render_history(history)
+    assert "in force: version 2" in text
+    assert "v1   superseded" in text and "v2   approved" in text
+    assert "~ name: Resident household registration (居民户籍信息) → Residents" in text
+    assert "supersedes version 1" in text

@@ -21,7 +21,16 @@ from streams.catalog.model import (
     load_entries,
     schema_file_loader,
 )
-from streams.catalog.review import DATA_BUREAU, Action, CatalogBook, CatalogEvent, FieldChange
+from streams.catalog.review import (
+    DATA_BUREAU,
+    MAX_SPEC_BYTES,
+    Action,
+    CatalogBook,
+    CatalogEvent,
+    CatalogSnapshot,
+    FieldChange,
+    ResourceHistory,
+)
 from streams.catalog.validation import validate_entry
 from streams.core.channel import Channel
 from streams.core.pools import Pool
@@ -517,9 +526,12 @@ def test_update_stays_out_of_force_until_approved(book: CatalogBook, schemas: Pa
     assert current is not None and current.version == 1 and current.name == "Resident registration"
 
     ev = book.approve("population.resident", BUREAU, "ok", 4)
-    assert ev.change.superseded_version == 1
-    state = ev.state
-    assert [v.resource.status for v in state.versions] == [Status.SUPERSEDED, Status.APPROVED]
+    assert ev.change.superseded_version == 1 and ev.entry is None  # no spec: none changed
+    state = book.state("population.resident")
+    assert state is not None  # the superseded version is history, not current state
+    assert [(v.resource.version, v.resource.status) for v in state.versions] == [
+        (2, Status.APPROVED)
+    ]
     current = book.catalog().in_force("population.resident")
     assert current is not None and current.version == 2 and current.name == "Residents"
 
@@ -598,7 +610,7 @@ def test_draft_then_submit_keeps_one_version(book: CatalogBook) -> None:
         book.submit(resident(share_legal_basis=""), GA, 3)
     ev = book.submit(resident(), GA, 4)
     assert ev.change.version == 1 and ev.change.from_status is Status.DRAFT
-    assert len(ev.state.versions) == 1
+    assert len(book.state("population.resident").versions) == 1  # type: ignore[union-attr]
 
 
 def test_retire_takes_the_entry_out_of_force(book: CatalogBook) -> None:
@@ -606,7 +618,7 @@ def test_retire_takes_the_entry_out_of_force(book: CatalogBook) -> None:
     book.approve("population.resident", BUREAU, "", 2)
     with refused("give a reason to retire"):
         book.retire("population.resident", BUREAU, "", 3)
-    ev = book.retire("population.resident", BUREAU, "merged into population.person", 3)
+    (ev,) = book.retire("population.resident", BUREAU, "merged into population.person", 3)
     assert ev.change.action is Action.RETIRED and ev.change.from_status is Status.APPROVED
     assert book.catalog().in_force("population.resident") is None
     assert book.catalog().get("population.resident").status is Status.RETIRED  # type: ignore[union-attr]
@@ -617,12 +629,19 @@ def test_retire_takes_the_entry_out_of_force(book: CatalogBook) -> None:
 
 
 def test_retire_also_closes_a_pending_update(book: CatalogBook) -> None:
-    book.submit(resident(), GA, 1)
-    book.approve("population.resident", BUREAU, "", 2)
-    book.submit(resident(name="update"), GA, 3)
-    ev = book.retire("population.resident", BUREAU, "obsolete", 4)
-    assert [v.resource.status for v in ev.state.versions] == [Status.RETIRED, Status.RETIRED]
-    assert [c.version for c in ev.state.history[-2:]] == [2, 1]
+    earlier = [
+        book.submit(resident(), GA, 1),
+        book.approve("population.resident", BUREAU, "", 2),
+        book.submit(resident(name="update"), GA, 3),
+    ]
+    events = book.retire("population.resident", BUREAU, "obsolete", 4)
+    assert [(e.change.version, e.change.seq) for e in events] == [(2, 4), (1, 5)]
+    assert all(e.change.to_status is Status.RETIRED for e in events)
+    history = ResourceHistory.replay("population.resident", [*earlier, *events])
+    assert history is not None
+    assert [v.resource.status for v in history.versions] == [Status.RETIRED, Status.RETIRED]
+    state = book.state("population.resident")
+    assert state is not None and [v.resource.version for v in state.versions] == [2]
 
 
 @pytest.mark.parametrize("command", ["approve", "reject"])
@@ -671,7 +690,7 @@ def test_only_reviewers_review_and_departments_submit_their_own(book: CatalogBoo
 
 def test_department_may_withdraw_a_resource_never_approved(book: CatalogBook) -> None:
     book.submit(resident(), GA, 1)
-    ev = book.retire("population.resident", GA, "submitted by mistake", 2)
+    (ev,) = book.retire("population.resident", GA, "submitted by mistake", 2)
     assert ev.change.from_status is Status.SUBMITTED and ev.change.to_status is Status.RETIRED
 
 
@@ -701,13 +720,19 @@ def run_lifecycle(book: CatalogBook, schemas: Path) -> list[CatalogEvent]:
         book.approve("population.resident", BUREAU, "adds email", 4_000),
         book.submit(enterprise(), "220000-SCJG", 4_500),
         book.approve("legal_person.enterprise", BUREAU, "", 4_600),
-        book.retire("legal_person.enterprise", BUREAU, "moved", 5_000),
+        *book.retire("legal_person.enterprise", BUREAU, "moved", 5_000),
     ]
 
 
+def snapshots(book: CatalogBook) -> list[dict[str, Any]]:
+    return [s.to_mapping() for s in book.states()]
+
+
 def test_history_records_who_when_what(book: CatalogBook, schemas: Path) -> None:
-    run_lifecycle(book, schemas)
-    history = book.state("population.resident").history  # type: ignore[union-attr]
+    events = run_lifecycle(book, schemas)
+    replayed = ResourceHistory.replay("population.resident", events)
+    assert replayed is not None
+    history = replayed.history
     assert [(c.seq, c.action, c.actor, c.at_ms, c.version) for c in history] == [
         (1, Action.SUBMITTED, GA, 1_000, 1),
         (2, Action.APPROVED, BUREAU, 2_000, 1),
@@ -720,13 +745,37 @@ def test_history_records_who_when_what(book: CatalogBook, schemas: Path) -> None
     assert history[1].diff == (FieldChange("status", "submitted", "approved"),)
     assert history[3].reason == "adds email" and history[3].superseded_version == 1
     assert [d.field for d in history[2].diff] == ["schema", "spec.fields.email", "spec.fingerprint"]
+    # every version, with the spec it was submitted with
+    assert [(v.resource.version, v.resource.status) for v in replayed.versions] == [
+        (1, Status.SUPERSEDED),
+        (2, Status.APPROVED),
+    ]
+    assert replayed.version(1).spec == RESIDENT
+    assert replayed.in_force is not None and replayed.in_force.resource.version == 2
 
 
-def test_event_json_round_trip(book: CatalogBook, schemas: Path) -> None:
+def test_only_a_change_of_version_carries_an_entry_and_spec(
+    book: CatalogBook, schemas: Path
+) -> None:
+    for ev in run_lifecycle(book, schemas):
+        if ev.change.action in (Action.SUBMITTED, Action.DRAFTED):
+            assert ev.entry is not None and ev.entry.spec
+            assert ev.entry.resource.version == ev.change.version
+        else:
+            assert ev.entry is None
+            assert "spec" not in json.loads(ev.to_json())
+
+
+def test_event_and_snapshot_json_round_trip(book: CatalogBook, schemas: Path) -> None:
     for ev in run_lifecycle(book, schemas):
         back = CatalogEvent.from_json(ev.to_json())
         assert back == ev
         assert json.loads(ev.to_json())["change"]["action"] == ev.change.action.value
+    for state in book.states():
+        snap = CatalogSnapshot(state, 41)
+        back_snap = CatalogSnapshot.from_json(snap.to_json())
+        assert back_snap.to_mapping() == snap.to_mapping() and back_snap.change_offset == 41
+        assert "history" not in json.loads(snap.to_json())["state"]
 
 
 def test_replaying_the_events_rebuilds_the_same_book(book: CatalogBook, schemas: Path) -> None:
@@ -734,37 +783,95 @@ def test_replaying_the_events_rebuilds_the_same_book(book: CatalogBook, schemas:
     replayed = CatalogBook()
     for ev in events:
         assert replayed.apply(CatalogEvent.from_json(ev.to_json()))
-    assert [s.to_mapping() for s in replayed.states()] == [s.to_mapping() for s in book.states()]
+    assert snapshots(replayed) == snapshots(book)
     assert {r.id: r for r in replayed.catalog()} == {r.id: r for r in book.catalog()}
 
 
-def test_compacted_topic_rebuilds_the_same_book(book: CatalogBook, schemas: Path) -> None:
+def test_snapshots_rebuild_the_same_book(book: CatalogBook, schemas: Path) -> None:
+    run_lifecycle(book, schemas)
+    restored = CatalogBook()
+    for state in book.states():  # Kafka keeps the last snapshot per key
+        assert restored.restore(
+            CatalogSnapshot.from_json(CatalogSnapshot(state, 0).to_json()).state
+        )
+    assert snapshots(restored) == snapshots(book)
+    assert {r.id: r for r in restored.catalog()} == {r.id: r for r in book.catalog()}
+
+
+def test_an_older_snapshot_and_the_later_events_rebuild_the_same_book(
+    book: CatalogBook, schemas: Path
+) -> None:
     events = run_lifecycle(book, schemas)
-    compacted = {ev.resource_id: ev for ev in events}  # Kafka keeps the last value per key
-    replayed = CatalogBook()
-    for ev in compacted.values():
-        replayed.apply(ev)
-    assert [s.to_mapping() for s in replayed.states()] == [s.to_mapping() for s in book.states()]
+    # The snapshots as they were after the first four changes ...
+    early = CatalogBook()
+    for ev in events[:4]:
+        early.apply(ev)
+    rebuilt = CatalogBook()
+    for state in early.states():
+        rebuilt.restore(state)
+    # ... then the change log from there on, read from its start again: what the book
+    # already holds (duplicates, older changes) is skipped.
+    applied = [rebuilt.apply(ev) for ev in events]
+    assert applied == [False] * 4 + [True] * (len(events) - 4)
+    assert snapshots(rebuilt) == snapshots(book)
 
 
-def test_stale_or_duplicate_events_are_ignored(book: CatalogBook, schemas: Path) -> None:
+def test_stale_or_duplicate_events_and_snapshots_are_ignored(
+    book: CatalogBook, schemas: Path
+) -> None:
     events = run_lifecycle(book, schemas)
     replayed = CatalogBook()
     for ev in events:
         replayed.apply(ev)
-    before = [s.to_mapping() for s in replayed.states()]
-    assert not replayed.apply(events[0])  # an older value of population.resident
-    assert not replayed.apply(events[-1])  # the same value again
-    assert [s.to_mapping() for s in replayed.states()] == before
+    before = snapshots(replayed)
+    assert not replayed.apply(events[0])  # an older change of population.resident
+    assert not replayed.apply(events[-1])  # the same change again
+    old = CatalogBook()
+    old.apply(events[0])
+    assert not replayed.restore(old.states()[0])  # an older snapshot
+    assert not replayed.restore(replayed.states()[0])  # the same snapshot again
+    assert snapshots(replayed) == before
+
+
+def test_history_replay_skips_duplicates_and_older_events(book: CatalogBook, schemas: Path) -> None:
+    events = run_lifecycle(book, schemas)
+    clean = ResourceHistory.replay("legal_person.enterprise", events)
+    shuffled = [*events, events[2], *events[:5], events[-1]]  # duplicates, older ones late
+    assert ResourceHistory.replay("legal_person.enterprise", shuffled) == clean
+    assert clean is not None and [c.seq for c in clean.history] == [1, 2, 3, 4, 5]
+    assert ResourceHistory.replay("no.such", events) is None
+
+
+def test_a_missing_change_is_an_error_not_a_wrong_state(book: CatalogBook, schemas: Path) -> None:
+    events = run_lifecycle(book, schemas)
+    replayed = CatalogBook()
+    replayed.apply(events[0])
+    with refused("change #3 does not follow #1: changes #2 to #2 are missing"):
+        replayed.apply(events[4])
+    with refused("are missing"):
+        ResourceHistory.replay("population.resident", [events[0], events[4]])
+
+
+def test_an_event_that_does_not_fit_the_state_is_refused(book: CatalogBook) -> None:
+    submitted = book.submit(resident(), GA, 1)
+    approved = book.approve("population.resident", BUREAU, "", 2)
+    other = CatalogBook()
+    other.apply(submitted)
+    moved = CatalogEvent(
+        approved.resource_id, replace(approved.change, from_status=Status.DRAFT), None
+    )
+    with refused("moves version 1 from draft, but it is submitted"):
+        other.apply(moved)
 
 
 def test_a_replayed_book_goes_on_with_the_workflow(book: CatalogBook, schemas: Path) -> None:
     events = run_lifecycle(book, schemas)
     replayed = CatalogBook(schema_file_loader(schemas))
-    for ev in events:
-        replayed.apply(ev)
+    for state in book.states():
+        replayed.restore(state)
     ev = replayed.submit(enterprise(), "220000-SCJG", 6_000)
     assert ev.change.version == 3 and ev.change.seq == 6  # after 5 changes of enterprise
+    assert len(events) == 9
 
 
 @pytest.mark.parametrize(
@@ -773,13 +880,31 @@ def test_a_replayed_book_goes_on_with_the_workflow(book: CatalogBook, schemas: P
         b"not json",
         b"[]",
         b'{"format": 99}',
-        b'{"format": 1, "resource_id": "x"}',
-        b'{"format": 1, "resource_id": "x", "state": {"id": "y", "versions": [], "history": []}}',
+        b'{"format": 1, "resource_id": "x", "state": {"id": "x", "versions": [], "history": []}}',
+        b'{"format": 2, "resource_id": "x"}',
+        # a submission without the version it submits
+        b'{"format": 2, "resource_id": "x", "entry": null, "change": {"seq": 1, '
+        b'"action": "submitted", "actor": "a", "at_ms": 1, "version": 1, '
+        b'"to_status": "submitted"}}',
     ],
 )
 def test_malformed_events_raise_catalog_error(raw: bytes) -> None:
     with pytest.raises(CatalogError):
         CatalogEvent.from_json(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b'{"format": 2, "resource_id": "x", "change_offset": 0, '
+        b'"state": {"id": "y", "seq": 1, "versions": []}}',
+        b'{"format": 2, "resource_id": "x", "state": {"id": "x", "seq": 1, "versions": []}}',
+    ],
+)
+def test_malformed_snapshots_raise_catalog_error(raw: bytes) -> None:
+    with pytest.raises(CatalogError):
+        CatalogSnapshot.from_json(raw)
 
 
 def test_replay_only_book_cannot_take_submissions() -> None:
@@ -788,15 +913,71 @@ def test_replay_only_book_cannot_take_submissions() -> None:
 
 
 def test_command_on_a_copy_leaves_the_book_unchanged(book: CatalogBook) -> None:
-    ev = book.copy().submit(resident(), GA, 1)
+    copy = book.copy()
+    ev = copy.submit(resident(), GA, 1)
     assert book.state("population.resident") is None
-    assert book.apply(ev) and book.state("population.resident") == ev.state
+    assert book.apply(ev) and book.state("population.resident") == copy.state("population.resident")
 
 
 def test_version_records_the_spec_and_its_codec_fingerprint(book: CatalogBook) -> None:
     from streams.wire.codec import Schema
 
     ev = book.submit(resident(), GA, 1)
-    (version,) = ev.state.versions
+    assert ev.entry is not None
+    (version,) = book.state("population.resident").versions  # type: ignore[union-attr]
+    assert version == ev.entry
     assert version.spec == RESIDENT
     assert version.fingerprint == f"{Schema.parse(RESIDENT).fingerprint:016x}"
+
+
+def test_a_spec_too_large_for_a_catalog_record_is_refused(book: CatalogBook, schemas: Path) -> None:
+    doc = "x" * (MAX_SPEC_BYTES + 1)
+    write(schemas, "payloads/huge.avsc", {**RESIDENT, "doc": doc})
+    with refused(f"over the {MAX_SPEC_BYTES:,} a catalog version may carry"):
+        book.submit(resident(schema="payloads/huge.avsc"), GA, 1)
+    with refused("payloads/huge.avsc is"):
+        book.save_draft(resident(schema="payloads/huge.avsc"), GA, 1)
+    assert book.state("population.resident") is None
+
+
+# -- bounded records -------------------------------------------------------------------------
+
+
+def sizes(book: CatalogBook, ev: CatalogEvent) -> tuple[int, int]:
+    state = book.state(ev.resource_id)
+    assert state is not None
+    return len(ev.to_json()), len(CatalogSnapshot(state, 10**12).to_json())
+
+
+def test_ten_thousand_reviewed_changes_do_not_grow_any_record(book: CatalogBook) -> None:
+    """Submit/reject and submit/approve cycles: 10,000 changes of one resource. Every change
+    record and snapshot after them is as large as after the first ten (up to the digits of
+    growing numbers), and a snapshot holds at most two versions."""
+    rid = "population.resident"
+    largest_event = largest_snapshot = 0
+    early: tuple[int, int] = (0, 0)
+    at = 0
+    while (state := book.state(rid)) is None or state.seq < 10_000:
+        n = state.seq if state is not None else 0
+        at += 1
+        # Alternate between two wordings so every submission carries a real diff.
+        entry = resident(name=f"Resident registration {'AB'[(n // 2) % 2]}")
+        events = [book.submit(entry, GA, at)]
+        if (n // 2) % 3 == 2:
+            events.append(book.approve(rid, BUREAU, "complete", at))
+        else:
+            events.append(book.reject(rid, BUREAU, "legal basis needs the article", at))
+        for ev in events:
+            event_size, snapshot_size = sizes(book, ev)
+            largest_event = max(largest_event, event_size)
+            largest_snapshot = max(largest_snapshot, snapshot_size)
+            if ev.seq == 10:
+                early = (largest_event, largest_snapshot)
+        state = book.state(rid)
+        assert state is not None and len(state.versions) <= 2
+    assert book.state(rid).seq == 10_000  # type: ignore[union-attr]
+    assert book.state(rid).latest.resource.version == 5_000  # type: ignore[union-attr]
+    # a version number grows from 1 to 4 digits and a seq from 2 to 5: a few bytes each
+    assert largest_event - early[0] <= 16, (early, largest_event)
+    assert largest_snapshot - early[1] <= 32, (early, largest_snapshot)
+    assert largest_event < 4_096 and largest_snapshot < 8_192
