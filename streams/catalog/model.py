@@ -47,6 +47,7 @@ from typing import Any
 import fastavro
 import yaml
 
+import xiangyun_data
 from streams.core.channel import Channel
 from streams.core.pools import Pool
 from streams.core.regions import PROVINCE
@@ -112,7 +113,8 @@ GENERIC_FIELDS = frozenset(
         "valid_to",
     }
 )
-SCHEMA_ROOT = Path(__file__).resolve().parents[2] / "schemas" / "avro"
+#: the schemas that ship with the package (``schemas/avro/`` of the repository)
+SCHEMA_ROOT = xiangyun_data.schema_dir()
 
 
 #: reads a collection spec (a path below ``schemas/avro/``) as parsed JSON
