@@ -11,21 +11,22 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Only what `pip install .` needs, package by package (the packages of pyproject.toml's
-# [tool.setuptools] packages), so the build does not copy .stack/ or other local state.
+# [tool.setuptools] packages, and the data folders its package-dir maps into xiangyun_data),
+# so the build does not copy .stack/ or other local state. The schemas, the starter catalog
+# and stack/pom.xml ship inside the installed package: no path settings needed.
 COPY pyproject.toml ./
+COPY README.md ./
 COPY xiangyun ./xiangyun
+COPY xiangyun_data ./xiangyun_data
 COPY streams ./streams
 COPY connectors ./connectors
 COPY monitoring ./monitoring
-RUN pip install .
-
-# Data the worker reads at run time. The installed package cannot find these next to itself
-# (settings.py looks beside the source tree), so the settings point at them.
 COPY schemas ./schemas
 COPY catalog ./catalog
-ENV XIANGYUN_SCHEMA_DIR=/app/schemas/avro \
-    XIANGYUN_CATALOG_DIR=/app/catalog \
-    XIANGYUN_STATE_DIR=/var/lib/xiangyun
+COPY stack ./stack
+RUN pip install .
+
+ENV XIANGYUN_STATE_DIR=/var/lib/xiangyun
 
 RUN useradd --system --home-dir /var/lib/xiangyun --shell /usr/sbin/nologin xiangyun \
     && mkdir -p /var/lib/xiangyun \

@@ -47,7 +47,7 @@ lint: setup ## ruff and the import-layer contracts (import-linter)
 	lint-imports
 
 typecheck: setup ## mypy (strict)
-	mypy xiangyun streams connectors monitoring
+	mypy xiangyun xiangyun_data streams connectors monitoring
 
 check: lint typecheck unit ## everything that needs no services
 

@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import xiangyun_data
 from streams.kafka.config import KafkaConfig, StreamsConfig
 
 __all__ = ["PREFIX", "ConfigError", "Settings"]
 
 PREFIX = "XIANGYUN_"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_state_dir() -> Path:
+    """``.stack`` of the source checkout, or of the current folder when installed."""
+    return (xiangyun_data.CHECKOUT or Path.cwd()) / ".stack"
 
 
 class ConfigError(ValueError):
@@ -59,9 +64,9 @@ class Settings:
     topic_prefix: str = "xy"
     partitions: int = 4
     app_id: str = "xiangyun"
-    state_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".stack")
-    schema_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "schemas" / "avro")
-    catalog_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "catalog")
+    state_dir: Path = field(default_factory=_default_state_dir)
+    schema_dir: Path = field(default_factory=xiangyun_data.schema_dir)
+    catalog_dir: Path = field(default_factory=xiangyun_data.catalog_dir)
     kafka_heap: str = "1g"
     batch_size: int = 2000
     log_level: str = "WARNING"

@@ -22,13 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from xiangyun.settings import PROJECT_ROOT, Settings
+import monitoring
+from xiangyun.settings import Settings
+from xiangyun_data import stack_dir
 
 __all__ = ["SERVICES", "Stack", "StackError"]
 
 SERVICES = ("kafka", "redis", "prometheus")
-POM = PROJECT_ROOT / "stack" / "pom.xml"
-PROMETHEUS_CONFIG = PROJECT_ROOT / "monitoring" / "prometheus.yml"
+POM = stack_dir() / "pom.xml"
+PROMETHEUS_CONFIG = Path(monitoring.__file__).resolve().parent / "prometheus.yml"
 
 
 class StackError(RuntimeError):

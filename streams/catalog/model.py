@@ -42,11 +42,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fastavro
 import yaml
 
+import xiangyun_data
 from streams.core.channel import Channel
 from streams.core.pools import Pool
 from streams.core.regions import PROVINCE
@@ -112,7 +113,10 @@ GENERIC_FIELDS = frozenset(
         "valid_to",
     }
 )
-SCHEMA_ROOT = Path(__file__).resolve().parents[2] / "schemas" / "avro"
+_E = TypeVar("_E", bound=StrEnum)
+
+#: the schemas that ship with the package (``schemas/avro/`` of the repository)
+SCHEMA_ROOT = xiangyun_data.schema_dir()
 
 
 #: reads a collection spec (a path below ``schemas/avro/``) as parsed JSON
@@ -153,6 +157,15 @@ class OpenAttribute(StrEnum):
     OPEN = "open"
     RESTRICTED = "restricted"
     NOT_OPEN = "not_open"
+
+
+def _choice(kind: type[_E], value: Any, what: str) -> _E:
+    """``kind(value)``; a value that is none of its members says which ones there are."""
+    try:
+        return kind(value)
+    except ValueError:
+        valid = ", ".join(member.value for member in kind)
+        raise ValueError(f"{what} {value!r} is not one of: {valid}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,20 +209,24 @@ class Resource:
                 name=str(raw["name"]),
                 department=str(raw["department"]),
                 provider=str(raw["provider"]),
-                pool=Pool(raw["pool"]),
+                pool=_choice(Pool, raw["pool"], "pool"),
                 schema=str(raw["schema"]),
                 subject=str(raw["subject"]),
                 region=str(raw.get("region", PROVINCE)),
                 field_rules={str(k): dict(v) for k, v in (raw.get("field_rules") or {}).items()},
                 update_frequency=str(raw.get("update_frequency", "daily")),
-                share=ShareAttribute(share.get("attribute", "unconditional")),
+                share=_choice(
+                    ShareAttribute, share.get("attribute", "unconditional"), "share attribute"
+                ),
                 share_conditions=str(share.get("conditions", "")),
                 share_legal_basis=str(share.get("legal_basis", "")),
-                open=OpenAttribute(open_.get("attribute", "open")),
+                open=_choice(OpenAttribute, open_.get("attribute", "open"), "open attribute"),
                 open_legal_basis=str(open_.get("legal_basis", "")),
                 consent_required=bool(raw.get("consent_required", False)),
-                channels=frozenset(Channel(c) for c in raw.get("channels", ["DIRECT"])),
-                status=Status(raw.get("status", "draft")),
+                channels=frozenset(
+                    _choice(Channel, c, "channel") for c in raw.get("channels", ["DIRECT"])
+                ),
+                status=_choice(Status, raw.get("status", "draft"), "status"),
                 version=int(raw.get("version", 1)),
                 description=str(raw.get("description", "")),
             )

@@ -84,7 +84,6 @@ def is_valid_date(s: object) -> bool:
 # GB 11643-1999 citizen identity number
 # --------------------------------------------------------------------------------------
 
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)  # see _id_check_char
 _ID_CHECK = "10X98765432"
 _ID_17 = re.compile(r"[0-9]{17}")
 _ID_18 = re.compile(r"[0-9]{17}[0-9X]")  # _ID_17 and a check character 0-9 or X
@@ -170,8 +169,6 @@ def make_citizen_id(rng: random.Random, region: str, birth: _dt.date) -> str:
 # --------------------------------------------------------------------------------------
 
 CREDIT_CODE_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # no I, O, S, V, Z
-_CC_VALUE = {c: i for i, c in enumerate(CREDIT_CODE_ALPHABET)}
-_CC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)  # _cc_check_char
 _CC_REGION = re.compile(r"[0-9]{6}")
 _CC_CHARS = frozenset(CREDIT_CODE_ALPHABET)
 # 18 characters of the alphabet (all ASCII letters and digits, nothing to escape)

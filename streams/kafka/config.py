@@ -17,6 +17,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+import xiangyun_data
+
 __all__ = [
     "SECURITY_PROPERTIES",
     "KafkaConfig",
@@ -112,8 +114,8 @@ class StreamsConfig:
     partitions: int = 4
     app_id: str = "xiangyun"
     batch_size: int = 2000
-    schema_dir: Path = Path("schemas/avro")
-    catalog_dir: Path = Path("catalog")
+    schema_dir: Path = field(default_factory=xiangyun_data.schema_dir)
+    catalog_dir: Path = field(default_factory=xiangyun_data.catalog_dir)
     redis_url: str = "redis://127.0.0.1:6379/0"
     log_level: str = "WARNING"
     metrics_port: int = 9108

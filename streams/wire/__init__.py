@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from streams.wire.codec import (
     MARKER,
-    AvroDeserializer,
-    AvroSerializer,
     CodecError,
     Schema,
     SchemaRegistry,
@@ -30,8 +28,6 @@ __all__ = [
     "ENVELOPE_SCHEMA_FILE",
     "MARKER",
     "PROMOTIONS",
-    "AvroDeserializer",
-    "AvroSerializer",
     "CodecError",
     "Envelope",
     "EnvelopeCodec",

@@ -2,9 +2,9 @@
 fingerprint of the writer schema (little-endian), then the binary body.
 
 Any consumer finds the writer's schema by fingerprint in a :class:`SchemaRegistry`; the
-registry is filled from ``.avsc`` files and from the compacted schemas topic. Serializers
-have the shape ``(obj, ctx) -> bytes``; every decoding failure is a :class:`CodecError`
-carrying a :class:`~streams.core.reasons.Reason`, never another exception type.
+registry is filled from ``.avsc`` files and from the compacted schemas topic. Every decoding
+failure is a :class:`CodecError` carrying a :class:`~streams.core.reasons.Reason`, never
+another exception type.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from streams.core.reasons import Reason
 
 __all__ = [
     "MARKER",
-    "AvroDeserializer",
-    "AvroSerializer",
     "CodecError",
     "Schema",
     "SchemaRegistry",
@@ -363,24 +361,3 @@ class SchemaRegistry:
     def from_dir(cls, root: Path) -> SchemaRegistry:
         """Every ``.avsc`` below ``root``."""
         return cls(Schema.load(p) for p in sorted(root.rglob("*.avsc")))
-
-
-class AvroSerializer:
-    """``(obj, ctx) -> bytes`` serializer for one schema."""
-
-    def __init__(self, schema: Schema) -> None:
-        self.schema = schema
-
-    def __call__(self, obj: Mapping[str, Any], ctx: object = None) -> bytes:
-        return encode(self.schema, obj)
-
-
-class AvroDeserializer:
-    """``(data, ctx) -> obj`` deserializer resolving any known writer to ``reader``."""
-
-    def __init__(self, registry: SchemaRegistry, reader: Schema | None = None) -> None:
-        self.registry = registry
-        self.reader = reader
-
-    def __call__(self, data: bytes, ctx: object = None) -> Any:
-        return decode(data, self.registry.writer_of(data), self.reader)

@@ -189,8 +189,5 @@ class EnvelopeCodec:
             raise CodecError(Reason.SCHEMA_MISMATCH, f"expected an Envelope, got {writer.name}")
         return decode(data, writer, self.schema)
 
-    def encode_payload(self, schema: Schema, record: dict[str, Any]) -> bytes:
-        return encode(schema, record)
-
     def decode_payload(self, env: Envelope, reader: Schema | None = None) -> Any:
         return decode(env.payload, self.registry.writer_of(env.payload), reader)

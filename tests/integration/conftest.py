@@ -41,6 +41,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture
+def free_port() -> int:
+    return _free_port()
+
+
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
     settings = Settings.from_env()

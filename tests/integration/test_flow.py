@@ -5,13 +5,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
+from typing import Any
 
 import redis
+import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -24,6 +29,7 @@ from streams.wire.envelope import EnvelopeCodec
 from xiangyun.outcomes import read_ledger, wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
+from xiangyun.stack import PROMETHEUS_CONFIG
 
 from .conftest import pool_original
 
@@ -140,6 +146,7 @@ def test_schema_published_after_worker_start_is_learned(
     settings: Settings,
     topics: Topics,
     codec: EnvelopeCodec,
+    registry: SchemaRegistry,
     generator: SampleGenerator,
     producer: SourceProducer,
     worker: WorkerProcess,
@@ -148,22 +155,32 @@ def test_schema_published_after_worker_start_is_learned(
     spec = json.loads((settings.schema_dir / "payloads" / "legal_person.avsc").read_text())
     spec["fields"].append({"name": "website", "type": ["null", "string"], "default": None})
     writer = Schema.parse(spec)
-    assert writer.fingerprint not in worker_known_fingerprints(settings)
     template = next(r for r in generator.records(50) if r.expected == "accepted:legal_person")
     env = codec.decode(template.value)
     payload = codec.decode_payload(env)
     payload["website"] = "https://example.gov.cn"
     new_env = dataclasses.replace(env, payload=encode(writer, payload))
+
+    # Precondition, from the running worker itself: before the schema is published, it
+    # rejects a record written with it as UNKNOWN_SCHEMA (after its one sync with the topic).
+    probe = dataclasses.replace(new_env, record_id=str(uuid.uuid4()))
+    producer.send_all([(probe.key, codec.encode(probe))], progress=False)
+    [(topic, _, value)] = read_outcomes(settings, topics, 1)
+    assert topic == topics.rejected, topic
+    assert decode(value or b"", registry.by_name("org.xiangyun.Rejected"))["reason"] == (
+        "UNKNOWN_SCHEMA"
+    )
+
     producer.register([writer])
     producer.send_all([(new_env.key, codec.encode(new_env))], progress=False)
 
-    got = read_outcomes(settings, topics, 1)
+    got = read_outcomes(settings, topics, 2)
 
-    assert [t for t, _, _ in got] == [topics.pool(generator.catalog.get(env.resource_id).pool)]
-
-
-def worker_known_fingerprints(settings: Settings) -> set[int]:
-    return {s.fingerprint for s in SchemaRegistry.from_dir(settings.schema_dir)}
+    resource = generator.catalog.get(env.resource_id)
+    assert resource is not None
+    pool = topics.pool(resource.pool)
+    assert sorted(t for t, _, _ in got) == sorted([topics.rejected, pool])
+    assert [t for t, _, v in got if v != value] == [pool]
 
 
 def records_decided(worker: WorkerProcess) -> float:
@@ -203,21 +220,50 @@ def test_worker_killed_mid_stream_gives_each_record_exactly_one_outcome(
     assert ledger.doubled() == {}, "records with two outcomes after SIGKILL"
 
 
-def test_prometheus_scrapes_the_worker(settings: Settings, base_settings: Settings) -> None:
-    # Prometheus scrapes the configured worker port; run a worker there.
-    s = dataclasses.replace(settings, metrics_port=base_settings.metrics_port)
-    with WorkerProcess(s, name=f"scraped-{s.app_id}"):
-        q = f"http://127.0.0.1:{base_settings.prometheus_port}/api/v1/query?query=xiangyun_worker_up"
-        deadline = time.monotonic() + 40
-        value = None
-        while time.monotonic() < deadline:
-            with urllib.request.urlopen(q, timeout=5) as resp:
-                result = json.load(resp)["data"]["result"]
-            if result and result[0]["value"][1] == "1":
-                value = result[0]["value"][1]
-                break
-            time.sleep(1)
-    assert value == "1", "Prometheus did not scrape xiangyun_worker_up from the worker"
+def test_prometheus_scrapes_the_worker(settings: Settings, free_port: int, tmp_path: Path) -> None:
+    """The local stack's Prometheus configuration scrapes a worker. A Prometheus of this test
+    runs it, the worker job pointed at this test's worker on a free port: no other process
+    on the default port 9108 can answer in its place, and this worker needs no fixed port."""
+    assert shutil.which("prometheus"), "prometheus is missing: `xiangyun stack up` installs it"
+    target = f"127.0.0.1:{settings.metrics_port}"
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    jobs["xiangyun-worker"]["static_configs"] = [
+        {**sc, "targets": [target]} for sc in jobs["xiangyun-worker"]["static_configs"]
+    ]
+    for rules in config.get("rule_files", []):
+        shutil.copy(PROMETHEUS_CONFIG.parent / rules, tmp_path / rules)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    query = urllib.parse.urlencode({"query": 'xiangyun_worker_up{job="xiangyun-worker"}'})
+    url = f"http://127.0.0.1:{free_port}/api/v1/query?{query}"
+    with (tmp_path / "prometheus.log").open("w") as log:
+        prometheus = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{free_port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with WorkerProcess(settings, name=f"scraped-{settings.app_id}"):
+            deadline = time.monotonic() + 40
+            result: list[dict[str, Any]] = []
+            while time.monotonic() < deadline and not result:
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as resp:
+                        result = json.load(resp)["data"]["result"]
+                except OSError:  # Prometheus is still starting
+                    pass
+                time.sleep(0.5)
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=30)
+    log_tail = (tmp_path / "prometheus.log").read_text()[-2000:]
+    assert result, f"Prometheus did not scrape xiangyun_worker_up from {target}\n{log_tail}"
+    assert [(r["metric"]["instance"], r["value"][1]) for r in result] == [(target, "1")]
 
 
 def test_demo_command_adds_up(settings: Settings) -> None:

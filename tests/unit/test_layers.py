@@ -9,7 +9,7 @@ from pathlib import Path
 import grimp
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("streams", "connectors", "monitoring", "xiangyun")
+PACKAGES = ("streams", "connectors", "monitoring", "xiangyun", "xiangyun_data")
 
 
 def test_import_contracts_are_kept() -> None:

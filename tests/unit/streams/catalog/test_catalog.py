@@ -158,6 +158,27 @@ def test_from_mapping_names_the_missing_field() -> None:
         Resource.from_mapping(raw)
 
 
+@pytest.mark.parametrize(
+    ("path", "value", "valid"),
+    [
+        (("pool",), "populaton", "pool 'populaton' is not one of: population, legal_person, "),
+        (("status",), "aproved", "status 'aproved' is not one of: draft, submitted, approved"),
+        (("share", "attribute"), "shared", "share attribute 'shared' is not one of: uncond"),
+        (("open", "attribute"), "closed", "open attribute 'closed' is not one of: open, restr"),
+        (("channels",), ["EMAIL"], "channel 'EMAIL' is not one of: DIRECT, COMMISSIONED, AGR"),
+    ],
+)
+def test_from_mapping_names_the_valid_values(path: tuple[str, ...], value: Any, valid: str) -> None:
+    raw = resident().to_mapping()
+    *parents, key = path
+    target = raw
+    for name in parents:
+        target = target.setdefault(name, {})
+    target[key] = value
+    with refused(f"population.resident: {valid}"):
+        Resource.from_mapping(raw)
+
+
 def test_catalog_in_force_only_for_approved() -> None:
     c = Catalog([resident(status=Status.APPROVED), enterprise(status=Status.RETIRED)])
     assert c.in_force("population.resident") is not None

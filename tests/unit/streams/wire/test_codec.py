@@ -12,8 +12,6 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from streams.core.reasons import Reason
 from streams.wire.codec import (
-    AvroDeserializer,
-    AvroSerializer,
     CodecError,
     Schema,
     SchemaRegistry,
@@ -45,13 +43,6 @@ def test_single_object_encoding_layout_and_round_trip():
     assert data[:2] == b"\xc3\x01"
     assert struct.unpack_from("<Q", data, 2)[0] == s.fingerprint
     assert decode(data, s) == {"x": 3, "label": "吉林"}
-
-
-def test_serializer_shape_obj_ctx_to_bytes():
-    s = Schema.parse(POINT)
-    reg = SchemaRegistry([s])
-    data = AvroSerializer(s)({"x": 1, "label": "a"}, None)
-    assert AvroDeserializer(reg)(data, None) == {"x": 1, "label": "a"}
 
 
 @pytest.mark.parametrize(
