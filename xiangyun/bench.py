@@ -195,15 +195,16 @@ def _next_offsets(batch: Sequence[Message]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
-def _first_timestamp(bench: Settings, topic: str, expected: int) -> tuple[int, int]:
-    """Read ``topic`` from the start: (records, the first record's timestamp in ms)."""
+def _first_timestamp(
+    bench: Settings, start: dict[tuple[str, int], int], expected: int
+) -> tuple[int, int]:
+    """Read from ``start`` on: (records, the first record's timestamp in ms)."""
     c = Consumer(
         bench.kafka.consumer(
             f"bench-read-{uuid.uuid4().hex[:8]}", **{"fetch.max.bytes": 52_428_800}
         )
     )
-    meta = c.list_topics(topic, timeout=10).topics[topic]
-    c.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+    c.assign([TopicPartition(t, p, off) for (t, p), off in start.items()])
     seen = first = 0
     try:
         while seen < expected:
@@ -271,6 +272,17 @@ def _cleanup(admin: AdminClient, prefixes: tuple[str, ...], groups: Sequence[str
         _say(f"  could not delete {f}")
 
 
+def _wait_for_leaders(admin: AdminClient, topic: str, timeout: float = 30.0) -> None:
+    """A new topic's partitions take a moment to get a leader."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if meta and meta.partitions and all(p.leader >= 0 for p in meta.partitions.values()):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{topic}: partitions without a leader after {timeout}s")
+
+
 def _machine() -> str:
     model = "unknown CPU"
     try:
@@ -333,14 +345,17 @@ def run_bench(
         producer.send_all(sample, total=len(sample))
         del sample
 
-        # The raw pipe writes to topics configured exactly like a pool topic.
+        # The raw pipe writes to a topic configured exactly like a pool topic, one for all
+        # runs as the worker's outcome topics are: only the first run of each writes to a
+        # new topic.
         pool_config = topics.all()[next(iter(topics.pools.values()))]
+        raw_out = f"{topics.prefix}.raw-out"
+        for fut in admin.create_topics(
+            [NewTopic(raw_out, bench.partitions, 1, config=pool_config)]
+        ).values():
+            fut.result(30)
+        _wait_for_leaders(admin, raw_out)
         for i in range(runs):
-            raw_out = f"{topics.prefix}.raw-out-{i}"
-            for fut in admin.create_topics(
-                [NewTopic(raw_out, bench.partitions, 1, config=pool_config)]
-            ).values():
-                fut.result(30)
             result.runs.append(
                 _one_run(bench, admin, topics, registry, raw_out, records, i, runs, groups)
             )
@@ -370,8 +385,9 @@ def _one_run(
     _say(f"{tag} (a) raw pipe: consume and re-produce unchanged ...")
     raw_group = f"{bench.app_id}-raw-{i}"
     groups.append(raw_group)
+    raw_start = end_offsets(bench, [raw_out])
     raw_n, acked_at = _raw_pipe(bench, topics.collect, raw_out, raw_group, records_wanted, 600)
-    read_n, first_ms = _first_timestamp(bench, raw_out, raw_n)
+    read_n, first_ms = _first_timestamp(bench, raw_start, raw_n)
     raw_rate = rate(raw_n, first_ms, acked_at) if raw_n and read_n == raw_n else 0.0
     _say(f"{tag} (a) {raw_n:,} records acknowledged, {raw_rate:,.0f}/s")
 
