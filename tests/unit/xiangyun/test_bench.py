@@ -1,0 +1,50 @@
+import pytest
+
+from xiangyun.bench import BenchResult, RunResult, Spread, rate, ratios, render
+
+
+def test_spread_is_min_median_max_whatever_the_order():
+    assert Spread.of([460_000.0, 118_000.0, 800_000.0]) == Spread(118_000, 460_000, 800_000)
+    assert Spread.of([3.0, 1.0, 2.0, 4.0]) == Spread(1.0, 2.5, 4.0)
+    assert Spread.of(iter([7.0])) == Spread(7.0, 7.0, 7.0)
+
+
+def test_spread_of_nothing_is_refused():
+    with pytest.raises(ValueError):
+        Spread.of([])
+
+
+def test_spread_formats_min_median_max():
+    assert Spread(1234.4, 5678.6, 9000.0).format() == "1,234 / 5,679 / 9,000"
+    assert Spread(0.104, 0.25, 0.5).format(".2f") == "0.10 / 0.25 / 0.50"
+
+
+def test_ratios_are_per_pair_not_of_medians():
+    raw, ingest = [100.0, 400.0, 1000.0], [50.0, 100.0, 100.0]
+    assert ratios(ingest, raw) == [0.5, 0.25, 0.1]
+    # the median of the per-run ratios, not median(ingest) / median(raw) = 0.25
+    assert Spread.of(ratios(ingest, raw)).median == 0.25
+    assert ratios([5.0], [0.0]) == [0.0]
+    with pytest.raises(ValueError):
+        ratios([1.0], [1.0, 2.0])
+
+
+def test_rate_spans_first_timestamp_to_acknowledgement():
+    assert rate(1000, first_ms=10_000, end_s=12.0) == 500.0
+    assert rate(10, first_ms=10_000, end_s=10.0) == 10_000.0  # never divides by zero
+
+
+def _run(raw: float, ingest: float, outcomes: int = 100) -> RunResult:
+    return RunResult(raw, 100, ingest, outcomes, 90.0)
+
+
+def test_bench_result_summarises_runs_and_is_complete_only_if_every_run_is():
+    r = BenchResult(100, "test", [_run(100, 50), _run(400, 100), _run(1000, 100)])
+    assert r.raw == Spread(100, 400, 1000)
+    assert r.ingest == Spread(50, 100, 100)
+    assert r.ratio == Spread(0.1, 0.25, 0.5)
+    assert r.complete
+    assert "0.10 / 0.25 / 0.50" in render(r)
+    r.runs.append(_run(100, 50, outcomes=99))
+    assert not r.complete
+    assert not BenchResult(100, "test").complete
