@@ -262,3 +262,26 @@ def test_restart_resumes_from_offsets_in_redis(
     assert progress.caught_up and progress.rebuilds == 0
     assert progress.records == 150  # only the new records: exactly once
     assert view.digest() == writer.digest()
+
+
+def test_a_stale_writer_is_refused_and_follows(
+    config: StreamsConfig, registry: SchemaRegistry, writer: PoolWriter, records: Any
+) -> None:
+    """Two materializers on one view (two workers): the one whose offsets are no longer
+    those in Redis has its batch refused, goes on from Redis's offsets, applies nothing twice."""
+    recs = records(200)
+    writer.write(recs[:100])
+    view = PoolView(config, registry)
+    with Materializer(config, registry) as first, Materializer(config, registry) as second:
+        assert first.catch_up(timeout=60).caught_up
+        writer.write(recs[100:])
+        second._resync(second._read_state())  # second adopts first's generation and offsets
+        assert second.generation == first.generation
+        assert second.catch_up(timeout=60).caught_up
+        # first still thinks the old offsets are applied: its next batch is refused
+        got = wait_for(lambda: first.run_once(0.5), what="a batch for the stale writer")
+        assert got == -1
+        assert first.applied == second.applied
+        assert first.catch_up(timeout=30).records == 0
+    assert view.digest() == writer.digest()
+    assert view.freshness().current
