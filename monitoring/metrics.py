@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "ViewMetrics"]
 
 
 class Metrics:
@@ -86,3 +88,48 @@ class Metrics:
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
+
+
+class ViewMetrics:
+    """Metrics of the Redis views of the resource pools; on ``registry`` (a worker passes
+    :attr:`Metrics.registry`, so one endpoint serves both)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry if registry is not None else CollectorRegistry()
+        self.lag = Gauge(
+            "xiangyun_view_lag_records",
+            "Committed records of a pool topic not yet applied to the Redis view",
+            ["topic"],
+            registry=r,
+        )
+        self._applied_at = 0.0
+        self.freshness = Gauge(
+            "xiangyun_view_freshness_seconds",
+            "Seconds since the last batch was applied to the Redis view (NaN before the first)",
+            registry=r,
+        )
+        self.freshness.set_function(
+            lambda: time.time() - self._applied_at if self._applied_at else math.nan
+        )
+        self.records = Counter(
+            "xiangyun_view_records_applied",
+            "Pool records applied to the Redis view, by pool",
+            ["pool"],
+            registry=r,
+        )
+        self.rebuilds = Counter(
+            "xiangyun_view_rebuilds",
+            "Replays of the pool topics because the view was gone from Redis",
+            registry=r,
+        )
+        self.bad_records = Counter(
+            "xiangyun_view_bad_records",
+            "Pool records the materializer could not read (see its log)",
+            registry=r,
+        )
+
+    def applied(self, counts: Mapping[str, int], at: float) -> None:
+        """A batch was applied at ``at`` (epoch seconds) with ``counts`` records per pool."""
+        for pool, n in counts.items():
+            self.records.labels(pool).inc(n)
+        self._applied_at = at

@@ -1,4 +1,4 @@
-"""The ``xiangyun`` command line: stack, worker, demo, bench, topics, config, catalog."""
+"""The ``xiangyun`` command line: stack, worker, demo, bench, topics, config, catalog, pools."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from xiangyun.catalog_cli import add_catalog_parser, bootstrap_catalog
+from xiangyun.pools_cli import add_pools_parser
 from xiangyun.settings import ConfigError, Settings
 
 __all__ = ["main"]
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(handler=_config)
 
     add_catalog_parser(sub)
+    add_pools_parser(sub)
     return p
 
 
