@@ -8,10 +8,12 @@ import ssl
 
 import faust
 
+from monitoring.metrics import ViewMetrics
 from streams.ingest.agent import register_ingest
 from streams.ingest.reader import CollectReader
 from streams.ingest.runtime import Runtime, die
 from streams.kafka.config import KafkaConfig, StreamsConfig
+from streams.views import Materializer, register_materializer
 
 __all__ = ["broker_credentials", "create_app", "run_worker"]
 
@@ -91,6 +93,10 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
     )
     app.add_dependency(reader)
     register_ingest(app, runtime, reader)
+    # The Redis views of the pools, read from the pool topics read_committed.
+    register_materializer(
+        app, config, Materializer(config, runtime.registry, ViewMetrics(runtime.metrics.registry))
+    )
 
     @app.task  # type: ignore[untyped-decorator]
     async def freeze_startup_objects() -> None:

@@ -64,14 +64,21 @@ def register_ingest(
         commit: asyncio.Future[int] | None = None
         read_at: list[float] = []  # when each batch of the open transaction was taken
 
+        def start_commit() -> asyncio.Future[int]:
+            fut = loop.run_in_executor(None, runtime.commit, source.group_metadata)
+
+            def failed(f: asyncio.Future[int]) -> None:
+                # At once, not at the next batch: none may come for a long time.
+                if not f.cancelled() and f.exception() is not None:
+                    on_fatal(f.exception())  # type: ignore[arg-type]
+
+            fut.add_done_callback(failed)
+            return fut
+
         async def finish() -> None:
             nonlocal commit
             if commit is not None:
-                try:
-                    await commit
-                except BaseException as exc:
-                    on_fatal(exc)
-                    raise
+                await commit  # a failure was reported by its callback
                 done = time.monotonic()
                 for t in read_at:
                     metrics.latency.observe(done - t)
@@ -81,7 +88,7 @@ def register_ingest(
         async for item in items:
             if isinstance(item, Barrier):
                 await finish()
-                commit = loop.run_in_executor(None, runtime.commit, source.group_metadata)
+                commit = start_commit()
                 try:
                     await finish()
                 except BaseException:
@@ -99,10 +106,10 @@ def register_ingest(
                     )
                 except Exception as exc:  # too many INTERNAL in a row
                     on_fatal(exc)
-                    raise
+                    return
                 await finish()  # the previous commit ran while this batch was decided
                 runtime.produce(outcomes, _offsets(messages))
                 read_at.append(taken)
                 if runtime.commit_due(source.idle()):
-                    commit = loop.run_in_executor(None, runtime.commit, source.group_metadata)
+                    commit = start_commit()
         await finish()

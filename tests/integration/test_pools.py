@@ -237,8 +237,11 @@ def test_sigkill_three_times_and_moving_partitions_keep_exactly_once(
     w3.kill()
     kills += 1
     w3.stop()
-    with worker("w4"):
+    w4 = worker("w4")
+    try:
         assert wait_for_no_lag(settings, topics, timeout=240) == 0
+    finally:
+        w4.stop()
     assert kills == 3
     counts = _check_exactly_once(read_ledger(settings, topics, timeout=120), total)
     accepted = sum(n for k, n in counts.items() if k.startswith("accepted"))

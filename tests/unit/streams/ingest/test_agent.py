@@ -1,62 +1,79 @@
-"""The ingest agent under Faust's test context: each batch is decided, emitted and flushed
-before its offsets are stored. Runtime and batch source are recording stand-ins (unit test)."""
+"""The ingest agent under Faust's test context, with the real Runtime: decisions, the
+transaction protocol (outputs and offsets commit together), failed commits, barriers and
+internal errors. Only the producer is a recording stand-in (no broker in a unit test)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from connectors.generator import SampleGenerator
-from monitoring.metrics import Metrics
 from streams.app import create_app
 from streams.catalog.model import Catalog
 from streams.core.reasons import Reason
 from streams.ingest.agent import register_ingest
-from streams.ingest.decision import Ingestor, Outcome, OutcomeKind, file_spec_loader
+from streams.ingest.decision import OutcomeKind
+from streams.ingest.reader import Barrier
+from streams.ingest.runtime import InternalErrors, Runtime, StaticCatalog, TransactionFailed
 from streams.kafka.topics import Topics
-from streams.wire.codec import Schema, SchemaRegistry, encode
-from streams.wire.envelope import EnvelopeCodec
+from streams.wire.codec import Schema, encode
 from xiangyun.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[4]
 
 
-class RecordingRuntime:
-    """Decides with the real Ingestor; records what would be produced and flushed."""
+class TxnProducer:
+    """The part of a transactional confluent_kafka.Producer the runtime uses; records the
+    transaction protocol and can fail a commit (no broker in a unit test)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.topics = Topics.of(settings.streams)
-        self.metrics = Metrics()
-        registry = SchemaRegistry.from_dir(settings.schema_dir)
-        self.codec = EnvelopeCodec(registry, settings.schema_dir)
-        self.catalog = Catalog.from_dir(settings.catalog_dir)
-        self.ingestor = Ingestor(
-            self.codec,
-            lambda: self.catalog,
-            self.topics,
-            settings.schema_dir,
-            spec_of=file_spec_loader(settings.schema_dir),
-        )
-        self.emitted: list[Outcome] = []
-        self.flushed: list[int] = []
-        self.pending: list[Outcome] = []
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.open: list[tuple[str, bytes | None, int]] = []
+        self.committed: list[tuple[str, bytes | None, int]] = []
+        self.offsets: list[list[tuple[int, int]]] = []
+        self.fail_commit = False
 
-    def decide(self, messages: Any) -> list[Outcome]:
-        return [self.ingestor.process(*m) for m in messages]
+    def begin_transaction(self) -> None:
+        assert not self.open, "a transaction begun inside another"
+        self.log.append("begin")
 
-    def emit(self, outcomes: list[Outcome]) -> None:
-        self.pending.extend(outcomes)
+    def produce(self, topic: str, value: bytes, key: bytes | None, **kw: Any) -> None:
+        self.open.append((topic, value, kw["partition"]))
 
-    async def flush_async(self) -> None:
-        self.flushed.append(len(self.pending))
-        self.emitted.extend(self.pending)
-        self.pending.clear()
+    def poll(self, _t: float) -> int:
+        return 0
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, _t: float) -> None:
+        assert metadata == "group-metadata"
+        self.offsets.append([(tp.partition, tp.offset) for tp in offsets])
+        self.log.append("offsets")
+
+    def commit_transaction(self, _t: float) -> None:
+        if self.fail_commit:
+            from confluent_kafka import KafkaError, KafkaException
+
+            raise KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+        self.log.append(f"commit:{len(self.open)}")
+        self.committed += self.open
+        self.open = []
+
+    def abort_transaction(self, _t: float) -> None:
+        self.log.append("abort")
+        self.open = []
+
+
+def make_runtime(settings: Settings) -> tuple[Runtime, TxnProducer]:
+    config = settings.streams
+    runtime = Runtime(config, catalog=StaticCatalog(Catalog.from_dir(settings.catalog_dir)))
+    producer = TxnProducer()
+    runtime._producer = producer  # type: ignore[assignment]
+    return runtime, producer
 
 
 class FakeMessage:
@@ -82,15 +99,18 @@ class FakeMessage:
         return self._offset
 
 
-class RecordingSource:
-    def __init__(self, app: Any, runtime: RecordingRuntime) -> None:
-        self.channel = app.channel()
-        self.runtime = runtime
-        self.done_at: list[tuple[int, int]] = []  # (last offset, outputs flushed so far)
+class Source:
+    """The reader's side the agent uses: the channel, group metadata, idleness."""
 
-    def done(self, messages: list[FakeMessage]) -> None:
-        assert not self.runtime.pending, "offsets stored before the outputs were flushed"
-        self.done_at.append((messages[-1].offset(), len(self.runtime.emitted)))
+    def __init__(self, app: Any) -> None:
+        self.channel = app.channel()
+        self.idle_answer = True
+
+    def group_metadata(self) -> object:
+        return "group-metadata"
+
+    def idle(self) -> bool:
+        return self.idle_answer
 
 
 @pytest.fixture
@@ -98,47 +118,119 @@ def settings() -> Settings:
     return Settings.from_env({}, topic_prefix="unit", app_id="unit-ingest", batch_size=50)
 
 
-def test_agent_routes_each_record_and_flushes_every_batch(settings: Settings) -> None:
-    runtime = RecordingRuntime(settings)
-    gen = SampleGenerator(
-        runtime.codec, runtime.catalog, settings.schema_dir, seed=3, broken_share=0.2
-    )
-    sample = list(gen.records(120))
-
-    batches = [
-        [FakeMessage(r.key, r.value, i + j) for j, r in enumerate(sample[i : i + 40])]
-        for i in range(0, len(sample), 40)
+def _batches(sample: list[Any], size: int) -> list[list[FakeMessage]]:
+    return [
+        [FakeMessage(r.key, r.value, i + j) for j, r in enumerate(sample[i : i + size])]
+        for i in range(0, len(sample), size)
     ]
 
-    async def run() -> RecordingSource:
+
+def _run(settings: Settings, runtime: Runtime, items: list[Any], until: Any) -> list[BaseException]:
+    fatal: list[BaseException] = []
+
+    async def run() -> None:
         app = create_app(settings.streams)
         app.finalize()
-        source = RecordingSource(app, runtime)
-        register_ingest(app, runtime, source)  # type: ignore[arg-type]
+        source = Source(app)
+        register_ingest(app, runtime, source, on_fatal=fatal.append)
         agent = app.agents["ingest"]
         async with agent.test_context() as ctx:
-            for batch in batches:
-                await ctx.put(batch)
+            for item in items:
+                await ctx.put(item)
             deadline = asyncio.get_running_loop().time() + 10
-            while len(source.done_at) < len(batches):
+            while not until() and not fatal:
                 assert asyncio.get_running_loop().time() < deadline, "agent did not drain"
                 await asyncio.sleep(0.02)
-        return source
 
-    source = asyncio.run(run())
-    assert runtime.flushed == [40, 40, 40]
-    assert source.done_at == [(39, 40), (79, 80), (119, 120)]
-    got = [
-        f"rejected:{o.reason.value}" if o.reason else f"{o.kind.value}:{o.pool.value}"  # type: ignore[union-attr]
-        for o in runtime.emitted
-    ]
-    assert sorted(got) == sorted(r.expected for r in sample)
+    asyncio.run(run())
+    return fatal
+
+
+def test_agent_commits_outputs_and_offsets_in_one_transaction(settings: Settings) -> None:
+    runtime, producer = make_runtime(settings)
+    gen = SampleGenerator(
+        runtime.codec, runtime.catalog.current(), settings.schema_dir, seed=3, broken_share=0.2
+    )
+    sample = list(gen.records(120))
+    batches = _batches(sample, 40)
+
+    fatal = _run(settings, runtime, batches, lambda: len(producer.offsets) == 3)
+
+    assert fatal == []
+    # idle after each batch: one transaction per batch, its outputs and its offsets
+    assert producer.log == ["begin", "offsets", "commit:40"] * 3
+    assert producer.offsets == [[(0, 40)], [(0, 80)], [(0, 120)]]
+    assert all(part == 0 for _, _, part in producer.committed), "outputs keep the source partition"
+    topics = Topics.of(settings.streams)
+    kinds = Counter(
+        "accepted" if t in topics.pools.values() else t.rsplit(".", 1)[1]
+        for t, _, _ in producer.committed
+    )
+    want = Counter(r.expected.split(":")[0] for r in sample)
+    assert kinds == want
+
+
+def test_a_failed_commit_is_fatal_and_nothing_is_committed(settings: Settings) -> None:
+    runtime, producer = make_runtime(settings)
+    producer.fail_commit = True
+    gen = SampleGenerator(
+        runtime.codec, runtime.catalog.current(), settings.schema_dir, seed=4, broken_share=0.0
+    )
+    batches = _batches(list(gen.records(30)), 30)
+
+    fatal = _run(settings, runtime, batches, lambda: False)
+
+    assert len(fatal) == 1 and isinstance(fatal[0], TransactionFailed)
+    assert producer.committed == []
+    assert "abort" in producer.log or producer.log[-1] == "offsets"
+
+
+def test_a_barrier_commits_what_was_handed_over_before_it(settings: Settings) -> None:
+    runtime, producer = make_runtime(settings)
+    gen = SampleGenerator(
+        runtime.codec, runtime.catalog.current(), settings.schema_dir, seed=5, broken_share=0.0
+    )
+    batches = _batches(list(gen.records(20)), 10)
+    barrier = Barrier()
+
+    fatal = _run(settings, runtime, [*batches, barrier], lambda: barrier.wait(0))
+
+    assert fatal == [] and barrier.ok
+    assert len(producer.committed) == 20 and producer.open == []
+
+
+def test_too_many_internal_errors_in_a_row_stop_the_worker(settings: Settings) -> None:
+    runtime, producer = make_runtime(settings)
+    runtime.config = dataclasses.replace(runtime.config, max_internal_errors=3)
+
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise ZeroDivisionError("a bug, not bad data")
+
+    runtime.ingestor._decide = broken  # type: ignore[method-assign]
+    batches = _batches([type("R", (), {"key": b"k", "value": b"v"})()] * 5, 5)
+
+    fatal = _run(settings, runtime, batches, lambda: False)
+
+    assert len(fatal) == 1 and isinstance(fatal[0], InternalErrors)
+    assert producer.committed == [], "records failing on our own bug are not committed as rejects"
+
+
+def test_an_internal_error_is_reason_internal_not_bad_data(settings: Settings) -> None:
+    runtime, _ = make_runtime(settings)
+
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+    runtime.ingestor._decide = broken  # type: ignore[method-assign]
+    out = runtime.ingestor.process(b"k", b"v", "t", 0, 1)
+    assert out.reason is Reason.INTERNAL
+    assert runtime.ingestor.internal_errors_in_a_row == 1
 
 
 def test_a_batch_syncs_the_schema_topic_once_and_learns_late_schemas(settings: Settings) -> None:
-    runtime = RecordingRuntime(settings)
+    runtime, _ = make_runtime(settings)
     gen = SampleGenerator(
-        runtime.codec, runtime.catalog, settings.schema_dir, seed=3, broken_share=0.0
+        runtime.codec, runtime.catalog.current(), settings.schema_dir, seed=3, broken_share=0.0
     )
     good = list(gen.records(5))
     # A writer schema the worker has not seen yet: published between reads of the topic.
