@@ -7,9 +7,11 @@ import time
 from typing import Any
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from streams.app import create_app
-from streams.ingest.reader import CollectReader
+from streams.ingest.agent import _offsets
+from streams.ingest.reader import Barrier, CollectReader
 from xiangyun.settings import Settings
 
 
@@ -46,9 +48,7 @@ def test_a_batch_waits_for_the_agent_instead_of_being_dropped(
     assert asyncio.run(run()) == ["batch"]
 
 
-def test_done_queues_the_next_offset_of_each_partition() -> None:
-    settings = Settings.from_env({}, topic_prefix="unit", app_id="unit-collect")
-
+def test_the_agent_commits_the_next_offset_of_each_partition() -> None:
     class Msg:
         def __init__(self, p: int, o: int) -> None:
             self.p, self.o = p, o
@@ -62,7 +62,62 @@ def test_done_queues_the_next_offset_of_each_partition() -> None:
         def offset(self) -> int:
             return self.o
 
-    reader = CollectReader(create_app(settings.streams), settings.streams, "unit.collect")
-    reader.done([Msg(0, 5), Msg(1, 9), Msg(0, 6)])  # type: ignore[list-item]
-    stored = reader._to_store.get_nowait()
-    assert sorted((tp.partition, tp.offset) for tp in stored) == [(0, 7), (1, 10)]
+    got = _offsets([Msg(0, 5), Msg(1, 9), Msg(0, 6)])  # type: ignore[list-item]
+    assert got == {("unit.collect", 0): 7, ("unit.collect", 1): 10}
+
+
+def _reader(calls: list[tuple[str, list[int]]]) -> CollectReader:
+    settings = Settings.from_env({}, topic_prefix="unit", app_id="unit-collect")
+    return CollectReader(
+        create_app(settings.streams),
+        settings.streams,
+        "unit.collect",
+        restore=lambda p: calls.append(("restore", p)),
+        drop=lambda p: calls.append(("drop", p)),
+        on_lost=lambda p: calls.append(("lost", p)),
+    )
+
+
+def test_assigned_partitions_are_restored_before_they_are_read() -> None:
+    calls: list[tuple[str, list[int]]] = []
+    reader = _reader(calls)
+    reader._on_assign(None, [TopicPartition("unit.collect", 2), TopicPartition("unit.collect", 0)])  # type: ignore[arg-type]
+    assert calls == [("restore", [2, 0])]
+    assert reader.assigned == {0, 2}
+
+
+def test_a_revoke_commits_through_the_agent_before_the_partition_moves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, list[int]]] = []
+    reader = _reader(calls)
+    reader.assigned = {0, 1}
+    reader._loop = asyncio.new_event_loop()
+    handed: list[object] = []
+
+    def agent_commits(item: object, _loop: object) -> bool:
+        handed.append(item)
+        assert isinstance(item, Barrier)
+        item.release(True)  # what the agent does once it has committed
+        return True
+
+    monkeypatch.setattr(reader, "_put", agent_commits)
+    reader._on_revoke(None, [TopicPartition("unit.collect", 1)])  # type: ignore[arg-type]
+    assert len(handed) == 1
+    assert calls == [("drop", [1])], "committed, then dropped: nothing aborted"
+    assert reader.assigned == {0}
+
+
+def test_a_revoke_the_agent_cannot_commit_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, list[int]]] = []
+    reader = _reader(calls)
+    reader._loop = asyncio.new_event_loop()
+    monkeypatch.setattr(reader, "_put", lambda item, loop: False)  # the agent is gone
+    reader._on_revoke(None, [TopicPartition("unit.collect", 3)])  # type: ignore[arg-type]
+    assert calls == [("lost", [3]), ("drop", [3])]
+
+
+def test_lost_partitions_are_reported() -> None:
+    calls: list[tuple[str, list[int]]] = []
+    _reader(calls)._on_lost(None, [TopicPartition("unit.collect", 1)])  # type: ignore[arg-type]
+    assert calls == [("lost", [1])]
