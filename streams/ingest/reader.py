@@ -82,6 +82,7 @@ class CollectReader(mode.Service):
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.assigned: set[int] = set()
+        self._metadata: object | None = None
 
     def consumer_config(self) -> dict[str, Any]:
         return self.config.kafka.consumer(
@@ -99,8 +100,10 @@ class CollectReader(mode.Service):
         )
 
     def group_metadata(self) -> object:
-        assert self._consumer is not None
-        return self._consumer.consumer_group_metadata()
+        """The group metadata to commit offsets with, as the reader thread last saw it: a
+        call into the consumer from another thread blocks while ``consume`` runs."""
+        assert self._metadata is not None, "no metadata before the first assignment"
+        return self._metadata
 
     def idle(self) -> bool:
         """No batch is waiting in the channel."""
@@ -119,16 +122,18 @@ class CollectReader(mode.Service):
         self._thread.start()
 
     # -- rebalance callbacks, on the reader thread inside consume() -----------------------
-    def _on_assign(self, _c: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, c: Consumer, partitions: list[TopicPartition]) -> None:
+        self._metadata = c.consumer_group_metadata()
         parts = [tp.partition for tp in partitions]
         if parts:
             self._restore(parts)  # before any record of these partitions is read
             self.assigned.update(parts)
 
-    def _on_revoke(self, _c: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, c: Consumer, partitions: list[TopicPartition]) -> None:
         parts = [tp.partition for tp in partitions]
         if not parts:
             return
+        self._metadata = c.consumer_group_metadata()  # the generation that still owns them
         barrier = Barrier()
         loop = self._loop
         assert loop is not None
@@ -153,9 +158,14 @@ class CollectReader(mode.Service):
                 except KafkaException as exc:  # broker away: librdkafka reconnects
                     log.warning("collect reader: %s", exc)
                     continue
+                if self.assigned:
+                    self._metadata = consumer.consumer_group_metadata()
                 batch = [m for m in msgs if not self._is_error(m)]
                 if batch:
                     self._put(batch, loop)
+        except Exception as exc:  # our own failure (a restore that cannot finish, a bug)
+            log.critical("collect reader failed: %s", exc, exc_info=True)
+            self._lost(sorted(self.assigned))  # aborts, and ends the worker unless stopping
         finally:
             consumer.close()  # revokes: the barrier commits what the agent holds
 

@@ -25,7 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from monitoring.metrics import ViewMetrics
 from streams.kafka.config import StreamsConfig
@@ -128,6 +136,7 @@ class Materializer:
         self._apply = self._redis.register_script(APPLY_SCRIPT)
         self._reader = registry.by_name("org.xiangyun.PoolRecord")
         self._consumer: Consumer | None = None
+        self._admin: AdminClient | None = None
         self._partitions: list[tuple[str, int]] = []
         self._gen = ""
         self._new = True  # the next write starts generation _gen
@@ -315,15 +324,16 @@ class Materializer:
     # -- progress -------------------------------------------------------------------------
 
     def end_offsets(self, timeout: float = 10.0) -> dict[tuple[str, int], int]:
-        """The last stable offset of every pool partition (read committed)."""
-        assert self._consumer is not None, "start() first"
-        out = {}
-        for t, p in self._partitions:
-            _low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(t, p), timeout=timeout, cached=False
-            )
-            out[(t, p)] = high
-        return out
+        """The last stable offset of every pool partition (read committed), in one request:
+        a watermark query per partition on the fetching consumer waits behind its fetch."""
+        if self._admin is None:
+            self._admin = AdminClient(self.config.kafka.admin())
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        specs = {TopicPartition(t, p): latest for t, p in self._partitions}
+        futures = self._admin.list_offsets(
+            specs, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=timeout
+        )
+        return {(tp.topic, tp.partition): f.result(timeout).offset for tp, f in futures.items()}
 
     def lag(self, ends: Mapping[tuple[str, int], int] | None = None) -> dict[str, int]:
         """Records behind, per pool topic (0 when every partition is applied to its end)."""

@@ -66,6 +66,11 @@ def test_the_agent_commits_the_next_offset_of_each_partition() -> None:
     assert got == {("unit.collect", 0): 7, ("unit.collect", 1): 10}
 
 
+class Meta:
+    def consumer_group_metadata(self) -> str:
+        return "generation-2"
+
+
 def _reader(calls: list[tuple[str, list[int]]]) -> CollectReader:
     settings = Settings.from_env({}, topic_prefix="unit", app_id="unit-collect")
     return CollectReader(
@@ -81,7 +86,14 @@ def _reader(calls: list[tuple[str, list[int]]]) -> CollectReader:
 def test_assigned_partitions_are_restored_before_they_are_read() -> None:
     calls: list[tuple[str, list[int]]] = []
     reader = _reader(calls)
-    reader._on_assign(None, [TopicPartition("unit.collect", 2), TopicPartition("unit.collect", 0)])  # type: ignore[arg-type]
+
+    class C:
+        def consumer_group_metadata(self) -> str:
+            return "generation-1"
+
+    parts = [TopicPartition("unit.collect", 2), TopicPartition("unit.collect", 0)]
+    reader._on_assign(C(), parts)  # type: ignore[arg-type]
+    assert reader.group_metadata() == "generation-1"
     assert calls == [("restore", [2, 0])]
     assert reader.assigned == {0, 2}
 
@@ -102,7 +114,7 @@ def test_a_revoke_commits_through_the_agent_before_the_partition_moves(
         return True
 
     monkeypatch.setattr(reader, "_put", agent_commits)
-    reader._on_revoke(None, [TopicPartition("unit.collect", 1)])  # type: ignore[arg-type]
+    reader._on_revoke(Meta(), [TopicPartition("unit.collect", 1)])  # type: ignore[arg-type]
     assert len(handed) == 1
     assert calls == [("drop", [1])], "committed, then dropped: nothing aborted"
     assert reader.assigned == {0}
@@ -113,7 +125,7 @@ def test_a_revoke_the_agent_cannot_commit_aborts(monkeypatch: pytest.MonkeyPatch
     reader = _reader(calls)
     reader._loop = asyncio.new_event_loop()
     monkeypatch.setattr(reader, "_put", lambda item, loop: False)  # the agent is gone
-    reader._on_revoke(None, [TopicPartition("unit.collect", 3)])  # type: ignore[arg-type]
+    reader._on_revoke(Meta(), [TopicPartition("unit.collect", 3)])  # type: ignore[arg-type]
     assert calls == [("lost", [3]), ("drop", [3])]
 
 
