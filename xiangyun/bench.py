@@ -1,20 +1,25 @@
-"""Benchmark: the ingest flow against a raw Kafka pipe, on the same broker, in one run.
+"""Benchmark: the ingest flow against raw Kafka pipes, on the same broker, in one run.
 
-(a) raw pipe: a confluent-kafka consumer that re-produces every message unchanged, built
-    like the worker's collect reader and output path: the consumer from
-    :meth:`KafkaConfig.consumer` (no fetch stall) with the reader's overrides, the worker's
-    idempotent producer, ``produce(..., on_delivery=...)`` per record, a flush per batch
-    and offsets stored only after the flush; its output topic is configured like a pool
-    topic;
-(b) ingest: a real ``xiangyun worker`` (Faust) deciding and routing the same records.
+(a) raw pipe, at least once: a confluent-kafka consumer that re-produces every message
+    unchanged: the consumer from :meth:`KafkaConfig.consumer` (no fetch stall), the
+    worker's producer settings, ``produce(..., on_delivery=...)`` per record, a flush per
+    batch and offsets stored only after the flush; its output topic configured like a pool
+    topic. The fair ceiling of any consume-produce loop in this language and client.
+(t) raw pipe, exactly once: the same loop in Kafka transactions, outputs and offsets
+    committed together every ``commit_interval_ms`` as the worker does: what transactions
+    alone cost, against (a).
+(b) ingest: a real ``xiangyun worker`` (Faust) deciding, deduplicating and routing the same
+    records, exactly once.
+(c) views: the materializer replaying the run's pool topics into Redis.
 
-Each rate is records divided by the span from the first output record's timestamp to the
-broker's acknowledgement of the last output: the raw pipe takes the time its last flush
-returns, the ingest measure the time the outcome topics' end offsets (acknowledged
-records) reach the number of records. Process start-up and group joins count for neither.
-The benchmark runs (a) then (b) ``runs`` times and reports min/median/max of each rate and
-of the per-run ratio (b)/(a). Every topic and consumer group it created is deleted at the
-end, Faust's internal topics included.
+Each run has its own topics (a worker restores its pool state from the pool topics, so a
+second run on the first run's topics would find every record a duplicate). Each rate is
+records divided by the span from the first output record's timestamp to the moment the
+last output is acknowledged: for (a) its last flush, for (t) its last commit, for (b) the
+moment the worker's committed offsets on the collect topic reach its end (offsets commit
+in the same transaction as the outputs). Process start-up and group joins count for none.
+The benchmark reports min/median/max of each rate and of the per-run ratios. Every topic
+and consumer group it created is deleted at the end, Faust's internal topics included.
 """
 
 from __future__ import annotations
@@ -30,11 +35,17 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     NewTopic,
-    OffsetSpec,
 )
 
 from connectors.generator import SampleGenerator
@@ -43,7 +54,8 @@ from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import idempotent_producer
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_topics
-from streams.wire.codec import SchemaRegistry
+from streams.views import Materializer, PoolView
+from streams.wire.codec import Schema, SchemaRegistry
 from streams.wire.envelope import EnvelopeCodec
 from xiangyun.outcomes import count_outcomes, end_offsets
 from xiangyun.processes import WorkerProcess
@@ -54,10 +66,10 @@ __all__ = ["BenchResult", "RunResult", "Spread", "ratios", "render", "run_bench"
 
 DEFAULT_RECORDS = 200_000
 DEFAULT_RUNS = 3
-#: how often the ingest measure asks the broker for the outcome topics' end offsets
+#: how often the ingest measure asks for the worker's committed offsets
 ACK_POLL_S = 0.025
 
-#: the collect reader's consumer overrides (streams/ingest/reader.py), group aside
+#: the at-least-once pipe's consumer: offsets stored after each flush, committed by librdkafka
 READER_OVERRIDES = {
     "enable.auto.commit": True,
     "auto.commit.interval.ms": 1000,
@@ -106,10 +118,16 @@ class RunResult:
     ingest_rate: float
     ingest_outcomes: int
     worker_peak_mib: float
+    txn_rate: float = 0.0
+    view_rate: float = 0.0
 
     @property
     def ratio(self) -> float:
         return ratios([self.ingest_rate], [self.raw_rate])[0]
+
+    @property
+    def txn_ratio(self) -> float:
+        return ratios([self.txn_rate], [self.raw_rate])[0]
 
 
 @dataclass
@@ -117,6 +135,7 @@ class BenchResult:
     records: int
     machine: str
     runs: list[RunResult] = field(default_factory=list)
+    state_bytes_per_key: float = 0.0
 
     @property
     def raw(self) -> Spread:
@@ -131,6 +150,24 @@ class BenchResult:
         return Spread.of(
             ratios([r.ingest_rate for r in self.runs], [r.raw_rate for r in self.runs])
         )
+
+    @property
+    def txn(self) -> Spread:
+        return Spread.of(r.txn_rate for r in self.runs)
+
+    @property
+    def txn_ratio(self) -> Spread:
+        return Spread.of(r.txn_ratio for r in self.runs)
+
+    @property
+    def ingest_vs_txn(self) -> Spread:
+        return Spread.of(
+            ratios([r.ingest_rate for r in self.runs], [r.txn_rate for r in self.runs])
+        )
+
+    @property
+    def views(self) -> Spread:
+        return Spread.of(r.view_rate for r in self.runs)
 
     @property
     def complete(self) -> bool:
@@ -188,6 +225,124 @@ def _raw_pipe(
     return done, acked_at
 
 
+def _txn_pipe(
+    bench: Settings, src: str, dst: str, group: str, n: int, timeout: float
+) -> tuple[int, float]:
+    """The raw pipe in Kafka transactions: outputs and offsets commit together every
+    ``commit_interval_ms`` (or when no batch waits), as the worker commits."""
+    c = Consumer(
+        bench.kafka.consumer(
+            group,
+            **{
+                "isolation.level": "read_committed",
+                "fetch.max.bytes": 52_428_800,
+                "partition.assignment.strategy": "cooperative-sticky",
+            },
+        )
+    )
+    p = Producer(
+        bench.kafka.transactional_producer(
+            f"{group}.txn", **{"transaction.timeout.ms": bench.transaction_timeout_ms}
+        )
+    )
+    p.init_transactions(30)
+    produce = p.produce
+    c.subscribe([src])
+    done = pending = 0
+    offsets: dict[tuple[str, int], int] = {}
+    opened = 0.0
+    acked_at = 0.0
+    deadline = time.monotonic() + timeout
+
+    def commit() -> None:
+        nonlocal pending, acked_at
+        p.send_offsets_to_transaction(
+            [TopicPartition(t, q, o) for (t, q), o in offsets.items()],
+            c.consumer_group_metadata(),
+            60,
+        )
+        p.commit_transaction(60)
+        acked_at = time.time()
+        offsets.clear()
+        pending = 0
+
+    try:
+        while done < n and time.monotonic() < deadline:
+            batch = [m for m in c.consume(bench.batch_size, 0.1) if m.error() is None]
+            if batch:
+                if not pending:
+                    p.begin_transaction()
+                    opened = time.monotonic()
+                for m in batch:
+                    while True:
+                        try:
+                            produce(dst, m.value(), m.key(), partition=m.partition() or 0)
+                            break
+                        except BufferError:
+                            p.poll(0.05)
+                for tp in _next_offsets(batch):
+                    offsets[(tp.topic, tp.partition)] = tp.offset
+                pending += len(batch)
+                done += len(batch)
+            age_ms = (time.monotonic() - opened) * 1000
+            if pending and (not batch or age_ms >= bench.commit_interval_ms or done >= n):
+                commit()
+    finally:
+        c.close()
+    return done, acked_at
+
+
+def _wait_committed(
+    bench: Settings, topic: str, group: str, timeout: float, idle_timeout: float
+) -> tuple[int, float]:
+    """Poll ``group``'s committed offsets on ``topic`` until they reach its end: the
+    moment (epoch s) the last transaction of the worker was committed, and the records."""
+    c = Consumer(bench.kafka.consumer(f"{group}-probe-{uuid.uuid4().hex[:6]}"))
+    probe = Consumer(bench.kafka.consumer(group))
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        tps = [TopicPartition(topic, p) for p in parts]
+        ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        total = sum(ends.values())
+        began = last_change = time.monotonic()
+        shown, seen = began, -1
+        while True:
+            try:
+                got = probe.committed(tps, timeout=10)
+                now_wall, now = time.time(), time.monotonic()
+                done = sum(max(0, tp.offset) for tp in got)
+            except KafkaException:  # offsets of an open transaction: not stable yet
+                now_wall, now, done = time.time(), time.monotonic(), seen
+            if done != seen:
+                seen, last_change = done, now
+            if seen >= total:
+                return seen, now_wall
+            if now - began > timeout or now - last_change > idle_timeout:
+                return seen, now_wall
+            if now - shown > 2:
+                shown = now
+                _say(f"    committed {seen:,}/{total:,}")
+            time.sleep(ACK_POLL_S)
+    finally:
+        c.close()
+        probe.close()
+
+
+def _view_rate(run: Settings, registry: SchemaRegistry) -> float:
+    """Replay the run's pool topics into Redis from scratch: records applied per second."""
+    view = PoolView(run.streams, registry)
+    view.flush()
+    m = Materializer(run.streams, registry).start()
+    try:
+        began = time.monotonic()
+        progress = m.catch_up(timeout=600)
+        seconds = time.monotonic() - began
+    finally:
+        m.stop()
+        view.flush()
+    return progress.records / max(seconds, 1e-3)
+
+
 def _next_offsets(batch: Sequence[Message]) -> list[TopicPartition]:
     last: dict[tuple[str, int], int] = {}
     for m in batch:
@@ -196,12 +351,14 @@ def _next_offsets(batch: Sequence[Message]) -> list[TopicPartition]:
 
 
 def _first_timestamp(
-    bench: Settings, start: dict[tuple[str, int], int], expected: int
+    bench: Settings, start: dict[tuple[str, int], int], expected: int, read_committed: bool = False
 ) -> tuple[int, int]:
     """Read from ``start`` on: (records, the first record's timestamp in ms)."""
+    isolation = "read_committed" if read_committed else "read_uncommitted"
     c = Consumer(
         bench.kafka.consumer(
-            f"bench-read-{uuid.uuid4().hex[:8]}", **{"fetch.max.bytes": 52_428_800}
+            f"bench-read-{uuid.uuid4().hex[:8]}",
+            **{"fetch.max.bytes": 52_428_800, "isolation.level": isolation},
         )
     )
     c.assign([TopicPartition(t, p, off) for (t, p), off in start.items()])
@@ -220,36 +377,6 @@ def _first_timestamp(
     finally:
         c.close()
     return seen, first
-
-
-def _wait_acknowledged(
-    admin: AdminClient,
-    start: dict[tuple[str, int], int],
-    expected: int,
-    timeout: float,
-    idle_timeout: float,
-) -> tuple[int, float]:
-    """Poll the end offsets of the outcome topics until ``expected`` records past ``start``
-    are acknowledged; return that count and the time (epoch s) the answer arrived."""
-    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-    specs = {TopicPartition(t, p): latest for (t, p) in start}
-    began = last_change = time.monotonic()
-    shown = began
-    total = -1
-    while True:
-        ends = {tp: f.result(10).offset for tp, f in admin.list_offsets(specs).items()}
-        now_wall, now = time.time(), time.monotonic()
-        seen = sum(ends[tp] - start[(tp.topic, tp.partition)] for tp in ends)
-        if seen != total:
-            total, last_change = seen, now
-        if total >= expected:
-            return total, now_wall
-        if now - began > timeout or now - last_change > idle_timeout:
-            return total, now_wall
-        if now - shown > 2:
-            shown = now
-            _say(f"    acknowledged {total:,}/{expected:,}")
-        time.sleep(ACK_POLL_S)
 
 
 def _cleanup(admin: AdminClient, prefixes: tuple[str, ...], groups: Sequence[str]) -> None:
@@ -318,47 +445,59 @@ def run_bench(
         app_id=f"{settings.app_id}-bench-{run_id}",
         metrics_port=settings.metrics_port + 10,
     )
-    topics = Topics.of(bench.streams)
     admin = AdminClient(settings.kafka.admin())
-    prefixes = (f"{bench.topic_prefix}.", f"{bench.app_id}-")
+    prefixes = (f"{bench.topic_prefix}", f"{bench.app_id}-")
     groups: list[str] = []
     result = BenchResult(records, _machine())
     try:
-        _say(f"[setup] topics {bench.topic_prefix}.*, loading the catalog ...")
-        ensure_topics(bench.streams, topics)
         registry = SchemaRegistry.from_dir(settings.schema_dir)
         codec = EnvelopeCodec(registry, settings.schema_dir)
-        with CatalogStore(bench.streams) as store:  # the worker follows the catalog topic
-            store.bootstrap()
-            gen = SampleGenerator(
-                codec,
-                store.current(),
-                settings.schema_dir,
-                seed=11,
-                broken_share=0.05,
-                spec_of=store.spec,
-            )
-        _say(f"[setup] generating and publishing {records:,} sample records ...")
-        sample = [(r.key, r.value) for r in gen.records(records)]
-        producer = SourceProducer(bench.streams, SchemaTopic(bench.kafka, topics.schemas, registry))
-        producer.register([*registry, *gen.extra_schemas])
-        producer.send_all(sample, total=len(sample))
-        del sample
-
-        # The raw pipe writes to a topic configured exactly like a pool topic, one for all
-        # runs as the worker's outcome topics are: only the first run of each writes to a
-        # new topic.
-        pool_config = topics.all()[next(iter(topics.pools.values()))]
-        raw_out = f"{topics.prefix}.raw-out"
-        for fut in admin.create_topics(
-            [NewTopic(raw_out, bench.partitions, 1, config=pool_config)]
-        ).values():
-            fut.result(30)
-        _wait_for_leaders(admin, raw_out)
+        sample: list[tuple[bytes, bytes]] = []
+        extra: list[Schema] = []
         for i in range(runs):
-            result.runs.append(
-                _one_run(bench, admin, topics, registry, raw_out, records, i, runs, groups)
+            run = dataclasses.replace(
+                bench,
+                topic_prefix=f"{bench.topic_prefix}-r{i}",
+                app_id=f"{bench.app_id}-r{i}",
             )
+            topics = Topics.of(run.streams)
+            _say(f"[run {i + 1}/{runs}] topics {run.topic_prefix}.*, loading the catalog ...")
+            ensure_topics(run.streams, topics)
+            with CatalogStore(run.streams) as store:  # the worker follows the catalog topic
+                store.bootstrap()
+                if not sample:
+                    gen = SampleGenerator(
+                        codec,
+                        store.current(),
+                        settings.schema_dir,
+                        seed=11,
+                        broken_share=0.05,
+                        spec_of=store.spec,
+                    )
+                    _say(f"[setup] generating {records:,} sample records ...")
+                    sample = [(r.key, r.value) for r in gen.records(records)]
+                    extra = list(gen.extra_schemas)
+            producer = SourceProducer(run.streams, SchemaTopic(run.kafka, topics.schemas, registry))
+            producer.register([*registry, *extra])
+            _say(f"[run {i + 1}/{runs}] publishing {records:,} records ...")
+            producer.send_all(sample, total=len(sample))
+            # The raw pipes write to topics configured exactly like a pool topic.
+            pool_config = topics.all()[next(iter(topics.pools.values()))]
+            raw_out = f"{topics.prefix}.raw-out"
+            for fut in admin.create_topics(
+                [
+                    NewTopic(name, run.partitions, 1, config=pool_config)
+                    for name in (raw_out, f"{raw_out}-txn")
+                ]
+            ).values():
+                fut.result(30)
+            _wait_for_leaders(admin, raw_out)
+            _wait_for_leaders(admin, f"{raw_out}-txn")
+            result.runs.append(
+                _one_run(run, admin, topics, registry, raw_out, records, i, runs, groups)
+            )
+        _say("[state] pool state memory, 1,000,000 keys ...")
+        result.state_bytes_per_key = state_bytes_per_key()
     finally:
         if keep_topics:
             _say(f"[cleanup] keeping topics {prefixes[0]}* and {prefixes[1]}*")
@@ -369,7 +508,7 @@ def run_bench(
 
 
 def _one_run(
-    bench: Settings,
+    run: Settings,
     admin: AdminClient,
     topics: Topics,
     registry: SchemaRegistry,
@@ -379,25 +518,32 @@ def _one_run(
     runs: int,
     groups: list[str],
 ) -> RunResult:
-    records_wanted = records
     tag = f"[run {i + 1}/{runs}]"
 
-    _say(f"{tag} (a) raw pipe: consume and re-produce unchanged ...")
-    raw_group = f"{bench.app_id}-raw-{i}"
+    _say(f"{tag} (a) raw pipe, at least once: consume and re-produce unchanged ...")
+    raw_group = f"{run.app_id}-raw"
     groups.append(raw_group)
-    raw_start = end_offsets(bench, [raw_out])
-    raw_n, acked_at = _raw_pipe(bench, topics.collect, raw_out, raw_group, records_wanted, 600)
-    read_n, first_ms = _first_timestamp(bench, raw_start, raw_n)
+    raw_start = end_offsets(run, [raw_out])
+    raw_n, acked_at = _raw_pipe(run, topics.collect, raw_out, raw_group, records, 600)
+    read_n, first_ms = _first_timestamp(run, raw_start, raw_n)
     raw_rate = rate(raw_n, first_ms, acked_at) if raw_n and read_n == raw_n else 0.0
     _say(f"{tag} (a) {raw_n:,} records acknowledged, {raw_rate:,.0f}/s")
 
+    _say(f"{tag} (t) raw pipe, exactly once: the same loop in transactions ...")
+    txn_group = f"{run.app_id}-txn"
+    groups.append(txn_group)
+    txn_start = end_offsets(run, [f"{raw_out}-txn"])
+    txn_n, txn_at = _txn_pipe(run, topics.collect, f"{raw_out}-txn", txn_group, records, 600)
+    _, txn_first = _first_timestamp(run, txn_start, txn_n, read_committed=True)
+    txn_rate = rate(txn_n, txn_first, txn_at) if txn_n else 0.0
+    _say(f"{tag} (t) {txn_n:,} records committed, {txn_rate:,.0f}/s")
+
     _say(f"{tag} (b) ingest: starting a worker (fresh consumer group) ...")
-    run = dataclasses.replace(bench, app_id=f"{bench.app_id}-r{i}")
     groups += [run.app_id, run.ingest_group]
     start = end_offsets(run, topics.outcomes)
-    with WorkerProcess(run, name=f"bench-worker-{bench.app_id}-r{i}") as worker:
-        acked, acked_at = _wait_acknowledged(
-            admin, start, records_wanted, timeout=900, idle_timeout=60
+    with WorkerProcess(run, name=f"bench-worker-{run.app_id}") as worker:
+        committed, committed_at = _wait_committed(
+            run, topics.collect, run.ingest_group, timeout=900, idle_timeout=60
         )
         peak = worker.peak_rss_mib()
     tally = count_outcomes(
@@ -405,17 +551,20 @@ def _one_run(
         start,
         topics=topics,
         registry=registry,
-        expected=records_wanted,
+        expected=records,
         timeout=120,
         idle_timeout=10,
         progress=False,
     )
-    ingest_rate = rate(tally.total, tally.first_ms, acked_at) if tally.total else 0.0
+    ingest_rate = rate(tally.total, tally.first_ms, committed_at) if tally.total else 0.0
     _say(
-        f"{tag} (b) {acked:,} outcomes acknowledged, {ingest_rate:,.0f}/s; "
+        f"{tag} (b) {committed:,} records committed, {ingest_rate:,.0f}/s; "
         f"ratio {ratios([ingest_rate], [raw_rate])[0]:.2f}; worker peak {peak:,.0f} MiB"
     )
-    return RunResult(raw_rate, raw_n, ingest_rate, tally.total, peak)
+    _say(f"{tag} (c) views: replaying the pool topics into Redis ...")
+    view_rate = _view_rate(run, registry)
+    _say(f"{tag} (c) {view_rate:,.0f} pool records/s into Redis")
+    return RunResult(raw_rate, raw_n, ingest_rate, tally.total, peak, txn_rate, view_rate)
 
 
 def render(r: BenchResult) -> str:
@@ -424,17 +573,197 @@ def render(r: BenchResult) -> str:
         f"records per run              {r.records:,}",
         f"runs                         {len(r.runs)}",
         "                             min / median / max",
-        f"(a) raw pipe                 {r.raw.format()} records/s",
+        f"(a) raw pipe, at least once  {r.raw.format()} records/s",
+        f"(t) raw pipe, exactly once   {r.txn.format()} records/s",
         f"(b) ingest flow (1 worker)   {r.ingest.format()} records/s",
-        f"ratio (b)/(a), per run       {r.ratio.format('.2f')}",
+        f"(c) views into Redis         {r.views.format()} records/s",
+        f"ratio (t)/(a), per run       {r.txn_ratio.format('.2f')}  (what transactions cost)",
+        f"ratio (b)/(a), per run       {r.ratio.format('.2f')}  (against the raw ceiling)",
+        f"ratio (b)/(t), per run       {r.ingest_vs_txn.format('.2f')}",
         f"worker peak memory (VmHWM)   {Spread.of(x.worker_peak_mib for x in r.runs).format()} MiB",
         "",
-        "run   (a) raw/s   (b) ingest/s   ratio   outcomes",
+        "run   (a) raw/s   (t) txn/s   (b) ingest/s   (c) views/s   (b)/(a)   outcomes",
     ]
     for i, x in enumerate(r.runs, 1):
         lines.append(
-            f"{i:>3} {x.raw_rate:>11,.0f} {x.ingest_rate:>14,.0f} {x.ratio:>7.2f}   "
-            f"{x.ingest_outcomes:,}/{r.records:,}"
+            f"{i:>3} {x.raw_rate:>11,.0f} {x.txn_rate:>11,.0f} {x.ingest_rate:>14,.0f} "
+            f"{x.view_rate:>13,.0f} {x.ratio:>9.2f}   {x.ingest_outcomes:,}/{r.records:,}"
         )
-    lines += ["", f"machine                      {r.machine}"]
+    lines += [
+        "",
+        f"pool state                   {r.state_bytes_per_key:,.0f} bytes per key "
+        "(tracemalloc, 1,000,000 keys)",
+        f"machine                      {r.machine}",
+    ]
     return "\n".join(lines)
+
+
+# -- the pool state's memory ---------------------------------------------------------------
+
+
+def state_bytes_per_key(keys: int = 1_000_000) -> float:
+    """Bytes a key costs in :class:`~streams.ingest.pool_state.PoolState`, measured with
+    tracemalloc over ``keys`` distinct keys (realistic versions, times and fingerprints)."""
+    import tracemalloc
+
+    from streams.ingest.pool_state import PoolState, content_fingerprint
+
+    state = PoolState()
+    t0 = 1_790_000_000_000
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(keys):
+        key = f"population.resident|2201{i:014d}".encode()
+        state.decide(i % 4, key, i % 7 + 1, t0 + i, content_fingerprint(key))
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(state) == keys
+    return used / keys
+
+
+# -- province scale -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProvinceResult:
+    subjects: int
+    published: int
+    ingest_seconds: float
+    ingest_rate: float
+    state_keys: int
+    worker_peak_mib: float
+    worker_bytes_per_key: float
+    restore_seconds: float
+    view_seconds: float
+    view_records: int
+    redis_bytes_per_record: float
+    machine: str
+
+
+def _metric(worker: WorkerProcess, name: str) -> float:
+    import urllib.request
+
+    url = f"http://127.0.0.1:{worker.settings.metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            lines = resp.read().decode().splitlines()
+    except OSError:
+        return 0.0
+    return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith(name))
+
+
+def run_province(
+    settings: Settings, subjects: int = 24_000_000, start_stack: bool = True
+) -> ProvinceResult:
+    """``subjects`` synthetic residents through one worker into the population pool and
+    Redis: elapsed time, worker and Redis memory, bytes per subject, restore time. Takes
+    tens of minutes and several GiB at 24 million; not part of the tests."""
+    import redis
+
+    if start_stack:
+        Stack(settings).up()
+    run_id = uuid.uuid4().hex[:6]
+    run = dataclasses.replace(
+        settings,
+        topic_prefix=f"{settings.topic_prefix}-province-{run_id}",
+        app_id=f"{settings.app_id}-province-{run_id}",
+        metrics_port=settings.metrics_port + 11,
+    )
+    topics = Topics.of(run.streams)
+    admin = AdminClient(settings.kafka.admin())
+    registry = SchemaRegistry.from_dir(settings.schema_dir)
+    codec = EnvelopeCodec(registry, settings.schema_dir)
+    groups = [run.app_id, run.ingest_group]
+    try:
+        ensure_topics(run.streams, topics)
+        with CatalogStore(run.streams) as store:
+            store.bootstrap()
+            gen = SampleGenerator(
+                codec,
+                store.current(),
+                settings.schema_dir,
+                seed=24,
+                broken_share=0.0,
+                evidence_share=0.0,
+                weights={
+                    r.id: 1.0 if r.id == "population.resident" else 0.0 for r in store.current()
+                },
+                spec_of=store.spec,
+            )
+        producer = SourceProducer(run.streams, SchemaTopic(run.kafka, topics.schemas, registry))
+        producer.register([*registry, *gen.extra_schemas])
+        _say(f"[province] publishing {subjects:,} residents to {topics.collect} ...")
+        chunk, sent = 200_000, 0
+        while sent < subjects:
+            n = min(chunk, subjects - sent)
+            producer.send_all(((r.key, r.value) for r in gen.records(n)), progress=False)
+            sent += n
+            _say(f"[province]   {sent:,}/{subjects:,}")
+        _say("[province] ingest: one worker, exactly once ...")
+        r = redis.Redis.from_url(run.redis_url)
+        redis_before = int(r.info("memory")["used_memory"])
+        began = time.time()
+        with WorkerProcess(run, name=f"province-{run.app_id}") as worker:
+            _, done_at = _wait_committed(
+                run, topics.collect, run.ingest_group, timeout=6 * 3600, idle_timeout=300
+            )
+            keys = int(_metric(worker, "xiangyun_ingest_state_keys"))
+            peak = worker.peak_rss_mib()
+            _say("[province] waiting for the Redis view to catch up ...")
+            deadline = time.monotonic() + 6 * 3600
+            while _metric(worker, "xiangyun_view_lag_records") > 0 or not _metric(
+                worker, "xiangyun_view_records_applied_total"
+            ):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(5)
+            view_done = time.time()
+            view_records = int(_metric(worker, "xiangyun_view_records_applied_total"))
+        redis_after = int(r.info("memory")["used_memory"])
+        _say("[province] restore: a new worker rebuilds the pool state ...")
+        restore_run = dataclasses.replace(run, metrics_port=run.metrics_port + 1)
+        with WorkerProcess(restore_run, name=f"province-restore-{run.app_id}") as again:
+            deadline = time.monotonic() + 3600
+            while not _metric(again, "xiangyun_ingest_restore_seconds_count"):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            restore_s = _metric(again, "xiangyun_ingest_restore_seconds_sum")
+        seconds = done_at - began
+        baseline_mib = 120.0  # a worker's resident size before any key (measured at start-up)
+        return ProvinceResult(
+            subjects=subjects,
+            published=sent,
+            ingest_seconds=seconds,
+            ingest_rate=sent / max(seconds, 1e-3),
+            state_keys=keys,
+            worker_peak_mib=peak,
+            worker_bytes_per_key=(peak - baseline_mib) * 2**20 / max(keys, 1),
+            restore_seconds=restore_s,
+            view_seconds=view_done - began,
+            view_records=view_records,
+            redis_bytes_per_record=(redis_after - redis_before) / max(view_records, 1),
+            machine=_machine(),
+        )
+    finally:
+        _say("[province] deleting its topics and groups ...")
+        PoolView(run.streams, registry).flush()
+        _cleanup(admin, (run.topic_prefix, f"{run.app_id}-"), groups)
+
+
+def render_province(p: ProvinceResult) -> str:
+    return "\n".join(
+        [
+            "",
+            f"subjects published           {p.published:,} "
+            f"(distinct in the pool: {p.state_keys:,})",
+            f"ingest, one worker           {p.ingest_seconds:,.0f} s, "
+            f"{p.ingest_rate:,.0f} records/s",
+            f"worker peak memory           {p.worker_peak_mib:,.0f} MiB "
+            f"(~{p.worker_bytes_per_key:,.0f} bytes per key over a 120 MiB start)",
+            f"pool state restore           {p.restore_seconds:,.1f} s for {p.state_keys:,} keys",
+            f"Redis view                   {p.view_records:,} records by {p.view_seconds:,.0f} s, "
+            f"{p.redis_bytes_per_record:,.0f} bytes per record",
+            f"machine                      {p.machine}",
+        ]
+    )
