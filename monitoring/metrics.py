@@ -19,8 +19,8 @@ class Metrics:
         r = self.registry
         self.records = Counter(
             "xiangyun_ingest_records",
-            "Collected records by outcome, pool and reason code",
-            ["outcome", "pool", "reason"],
+            "Collected records by outcome, pool, reason code and providing unit",
+            ["outcome", "pool", "reason", "unit"],
             registry=r,
         )
         self.batch_seconds = Histogram(
@@ -81,10 +81,10 @@ class Metrics:
         )
         self.up = Gauge("xiangyun_worker_up", "1 while the worker runs", registry=r)
 
-    def count(self, outcomes: Mapping[tuple[str, str, str], int]) -> None:
+    def count(self, outcomes: Mapping[tuple[str, str, str, str], int]) -> None:
         """Add a batch's tallies at once: one label lookup per distinct outcome, not per record."""
-        for (outcome, pool, reason), n in outcomes.items():
-            self.records.labels(outcome, pool, reason).inc(n)
+        for (outcome, pool, reason, unit), n in outcomes.items():
+            self.records.labels(outcome, pool, reason, unit).inc(n)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -239,3 +239,104 @@ def read_ledger(settings: Settings, topics: Topics, timeout: float = 60.0) -> Le
     finally:
         c.close()
     return ledger
+
+
+#: the columns of the accounting, in the order published = the sum of the others
+ACCOUNT_COLUMNS = ("accepted", "duplicate", "stale", "conflict", "evidence", "rejected")
+_COLUMN_OF = {
+    "accepted": "accepted",
+    "superseded:DUPLICATE": "duplicate",
+    "superseded:STALE": "stale",
+    "superseded:VERSION_CONFLICT": "conflict",
+    "verification": "evidence",
+}
+
+
+@dataclass
+class Accounting:
+    """Per resource and source unit: published = accepted + duplicate + stale + conflict +
+    evidence + rejected, each read from Kafka (the collect topic and the outcome topics)."""
+
+    rows: dict[tuple[str, str], Counter[str]] = field(default_factory=dict)
+    unanswered: int = 0
+    doubled: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        return (
+            self.unanswered == 0
+            and self.doubled == 0
+            and all(
+                c["published"] == sum(c[k] for k in ACCOUNT_COLUMNS) for c in self.rows.values()
+            )
+        )
+
+    def render(self) -> list[str]:
+        head = f"{'resource':<36} {'unit':<22} {'published':>9}" + "".join(
+            f" {c:>9}" for c in ACCOUNT_COLUMNS
+        )
+        lines = [head]
+        total: Counter[str] = Counter()
+        for (resource, unit), c in sorted(self.rows.items()):
+            total.update(c)
+            lines.append(
+                f"{resource[:36]:<36} {unit[:22]:<22} {c['published']:>9,}"
+                + "".join(f" {c[k]:>9,}" for k in ACCOUNT_COLUMNS)
+            )
+        lines.append(
+            f"{'all':<36} {'':<22} {total['published']:>9,}"
+            + "".join(f" {total[k]:>9,}" for k in ACCOUNT_COLUMNS)
+        )
+        verdict = "adds up" if self.balanced else "DOES NOT ADD UP"
+        lines.append(
+            f"accounting {verdict}: {self.unanswered} records without an outcome, "
+            f"{self.doubled} with more than one"
+        )
+        return lines
+
+
+def account(settings: Settings, topics: Topics, timeout: float = 120.0) -> Accounting:
+    """Read the collect topic and every outcome, and account for each published record."""
+    from streams.wire.codec import CodecError
+    from streams.wire.envelope import EnvelopeCodec
+
+    ledger = read_ledger(settings, topics, timeout)
+    registry = SchemaRegistry.from_dir(settings.schema_dir)
+    codec = EnvelopeCodec(registry, settings.schema_dir)
+    c = Consumer(
+        settings.kafka.consumer(
+            f"account-{uuid.uuid4().hex[:8]}", **{"fetch.max.bytes": 52_428_800}
+        )
+    )
+    out = Accounting()
+    try:
+        todo = {p: hi for p, (lo, hi) in ledger.collected.items() if hi > lo}
+        c.assign([TopicPartition(topics.collect, p, ledger.collected[p][0]) for p in todo])
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            for m in c.consume(10_000, 0.5):
+                if m.error():
+                    continue
+                part, off = m.partition() or 0, m.offset() or 0
+                if off + 1 >= todo.get(part, 0):
+                    todo.pop(part, None)
+                try:
+                    env = codec.decode(m.value() or b"")
+                    resource, unit = env.resource_id[:80], env.provider[:40]
+                except (CodecError, ValueError, TypeError, KeyError):
+                    resource, unit = "(undecodable)", ""
+                row = out.rows.setdefault((resource, unit), Counter())
+                row["published"] += 1
+                answers = ledger.outcomes.get((part, off), [])
+                if not answers:
+                    out.unanswered += 1
+                elif len(answers) > 1:
+                    out.doubled += 1
+                for kind, reason in answers:
+                    key = f"{kind}:{reason}" if kind == "superseded" else kind
+                    row[_COLUMN_OF.get(key, "rejected")] += 1
+        if todo:
+            raise TimeoutError(f"collect topic not read to its end: partitions {sorted(todo)}")
+    finally:
+        c.close()
+    return out

@@ -55,6 +55,13 @@ def add_pools_parser(subparsers: Any) -> None:
         "it last applied a batch, and its digest (equal digests: equal content).",
     )
     s.add_argument("--no-digest", action="store_true", help="skip the digest (a full scan)")
+    s.add_argument(
+        "--accounting",
+        action="store_true",
+        help="also account for every published record, per resource and source unit, from "
+        "Kafka: published = accepted + duplicate + stale + conflict + evidence + rejected "
+        "(reads the collect and outcome topics; exits 1 if it does not add up)",
+    )
 
     r = verbs.add_parser(
         "rebuild",
@@ -198,6 +205,15 @@ def _stats(args: argparse.Namespace, settings: Settings) -> int:
         print(line)
     if not args.no_digest:
         print(f"digest: {view.digest():016x}")
+    if args.accounting:
+        from streams.kafka.topics import Topics
+        from xiangyun.outcomes import account
+
+        books = account(settings, Topics.of(settings.streams))
+        print()
+        for line in books.render():
+            print(line)
+        return 0 if books.balanced else 1
     return 0
 
 

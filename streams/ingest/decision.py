@@ -80,6 +80,9 @@ class Outcome:
     resource_id: str = ""
     partition: int = -1
     headers: list[tuple[str, str | bytes | None]] | None = None
+    #: the providing unit, for metrics: only a unit the catalog names (a label must never
+    #: take a value from the data: hostile strings, unbounded cardinality)
+    unit: str = ""
 
 
 class IngestRejection(Exception):
@@ -132,6 +135,8 @@ class Ingestor:
         self._pool_topics = topics.pools
         #: unexpected errors since the last record decided without one
         self.internal_errors_in_a_row = 0
+        self._units: frozenset[str] = frozenset()
+        self._units_of: object = None
 
     # -- the decision ------------------------------------------------------------------
     def process_batch(self, messages: Iterable[Message]) -> list[Outcome]:
@@ -242,6 +247,7 @@ class Ingestor:
                 resource.id,
                 partition,
                 [(SOURCE_HEADER, pack_source(partition, offset))],
+                provider if provider in self._known_units() else "unknown",
             )
         fingerprint = content_fingerprint(payload_bytes)
         verdict, previous = self.state.decide(partition, key, version, observed_at_ms, fingerprint)
@@ -272,6 +278,8 @@ class Ingestor:
                 Reason(verdict.value),
                 resource.id,
                 partition,
+                None,
+                provider,
             )
         try:
             record = {
@@ -307,7 +315,16 @@ class Ingestor:
             resource.id,
             partition,
             [(STATE_HEADER, pack_state(version, observed_at_ms, fingerprint))],
+            provider,
         )
+
+    def _known_units(self) -> frozenset[str]:
+        """Units the catalog names (departments and providers), per catalog snapshot."""
+        catalog = self.catalog()
+        if catalog is not self._units_of:
+            self._units = frozenset(u for r in catalog for u in (r.provider, r.department))
+            self._units_of = catalog
+        return self._units
 
     def _writer_of(self, data: bytes) -> Schema:
         """``registry.writer_of(data)``, refreshing the registry first if it lacks the

@@ -161,8 +161,12 @@ class CollectReader(mode.Service):
                 if self.assigned:
                     self._metadata = consumer.consumer_group_metadata()
                 batch = [m for m in msgs if not self._is_error(m)]
-                if batch:
-                    self._put(batch, loop)
+                if batch and not self._put(batch, loop):
+                    # Never read past a batch the agent did not take: a later commit would
+                    # skip it. Stopping: nothing more is read. Otherwise: fatal.
+                    if self._stopping.is_set():
+                        break
+                    raise RuntimeError("the ingest agent did not take a batch")
         except Exception as exc:  # our own failure (a restore that cannot finish, a bug)
             log.critical("collect reader failed: %s", exc, exc_info=True)
             self._lost(sorted(self.assigned))  # aborts, and ends the worker unless stopping
@@ -187,6 +191,8 @@ class CollectReader(mode.Service):
             try:
                 fut.result(0.5)
                 return True
+            except concurrent.futures.CancelledError:  # the event loop is shutting down
+                return False
             except concurrent.futures.TimeoutError:
                 # A batch gives way to a stop; a barrier waits for the agent, boundedly.
                 if isinstance(item, Barrier):

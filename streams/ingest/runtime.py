@@ -133,7 +133,7 @@ class Runtime:
         self._open = False
         self._offsets: Offsets = {}
         self._opened_at = 0.0
-        self._tally: Counter[tuple[str, str, str]] = Counter()
+        self._tally: Counter[tuple[str, str, str, str]] = Counter()
 
     def start(self) -> Runtime:
         ensure_topics(self.config, self.topics)
@@ -311,6 +311,7 @@ class Runtime:
                     out.kind.value,
                     out.pool.value if out.pool else "",
                     out.reason.value if out.reason else "",
+                    out.unit,
                 )
             ] += 1
         self._offsets.update(offsets)

@@ -133,3 +133,38 @@ def test_lost_partitions_are_reported() -> None:
     calls: list[tuple[str, list[int]]] = []
     _reader(calls)._on_lost(None, [TopicPartition("unit.collect", 1)])  # type: ignore[arg-type]
     assert calls == [("lost", [1])]
+
+
+def test_the_reader_never_reads_past_a_batch_the_agent_did_not_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, list[int]]] = []
+    reader = _reader(calls)
+    reader.assigned = {0}
+    reader._loop = asyncio.new_event_loop()
+
+    class Msg:
+        def error(self) -> None:
+            return None
+
+    class FakeConsumer:
+        def __init__(self) -> None:
+            self.consumed = 0
+            self.closed = False
+
+        def consume(self, n: int, timeout: float) -> list[Msg]:
+            self.consumed += 1
+            return [Msg()]
+
+        def consumer_group_metadata(self) -> str:
+            return "generation-3"
+
+        def close(self) -> None:
+            self.closed = True
+
+    consumer = FakeConsumer()
+    reader._consumer = consumer  # type: ignore[assignment]
+    monkeypatch.setattr(reader, "_put", lambda item, loop: False)  # the agent refuses
+    reader._run()
+    assert consumer.consumed == 1, "read on after a batch was not taken"
+    assert calls == [("lost", [0])] and consumer.closed
