@@ -301,3 +301,71 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_redis_flushed_during_ingest_loses_nothing_and_a_rebuild_equals_the_live_view(
+    settings: Settings,
+    topics: Topics,
+    generator: SampleGenerator,
+    producer: SourceProducer,
+) -> None:
+    import random
+    import subprocess
+    import sys
+
+    import redis as redis_lib
+
+    from streams.views import PoolView
+
+    db = random.randint(1, 15)  # a database of this test's own: FLUSHDB touches nothing else
+    run = dataclasses.replace(
+        settings, redis_url=f"redis://127.0.0.1:6379/{db}", metrics_port=_free_port()
+    )
+    r = redis_lib.Redis.from_url(run.redis_url)
+    sample = _sample(generator, 30_000)
+    producer.send_all(((x.key, x.value) for x in sample), progress=False)
+    expected = {x.key for x in sample if x.expected.startswith("accepted")}
+    view = PoolView(run.streams)
+    with WorkerProcess(run, name=f"views-{settings.app_id}") as worker:
+        _wait_progress([worker], 5_000)
+        r.flushdb()  # Redis loses everything while the worker writes
+        assert wait_for_no_lag(run, topics, timeout=120) == 0
+        deadline = time.monotonic() + 120
+        while not (fresh := view.freshness()).current or fresh.generation is None:
+            assert time.monotonic() < deadline, f"view not current: {fresh.behind} behind"
+            time.sleep(0.2)
+        live = view.digest()
+        assert view.stats().records == len(expected), "the view holds every accepted key"
+    env = {**{k: v for k, v in __import__("os").environ.items() if not k.startswith("XIANGYUN_")}}
+    env.update(run.describe(reveal=True))
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "xiangyun", "pools", "rebuild"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert view.digest() == live, "a replay of the pool topics equals the live view"
+    some = next(x for x in sample if x.expected == "accepted:population")
+    resource, subject = some.key.decode().split("|", 1)
+    shown = subprocess.run(
+        [sys.executable, "-m", "xiangyun", "pools", "get", resource, subject],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert subject in shown.stdout and "collected" in shown.stdout
+    assert "220000-GA" in shown.stdout, "the provenance names the collecting unit"
+    books = subprocess.run(
+        [sys.executable, "-m", "xiangyun", "pools", "stats", "--accounting"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert books.returncode == 0, books.stdout + books.stderr
+    assert "accounting adds up" in books.stdout
+    view.flush()
