@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="share of deliberately broken records (default 0.05)",
     )
-    d.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    d.add_argument("--seed", type=int, default=None, help="generator seed (default: a new one)")
     d.add_argument("--no-stack", action="store_true", help="do not start the local stack")
     d.set_defaults(handler=_demo)
 

@@ -1,17 +1,26 @@
 """The end-to-end demo: sample records from several source systems through a real worker.
 
+Each run has topics of its own (``<prefix>-demo-<run>``): the pools keep what they hold,
+so a second run on the first run's topics would meet its own subjects again. The topics of
+the previous demo are deleted when a new one starts; the latest stay for inspection.
+
 Exit status 0 only when every published record has exactly one outcome and the outcomes
-are the ones the generator expects, record kind by record kind.
+are the ones the generator expects, record kind by record kind: a share of the valid
+records is published twice (collect once: the second copy is a ``DUPLICATE``), half of
+them under a new record id (the same fact re-sent is still a duplicate).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-from connectors.generator import SampleGenerator
+from connectors.generator import SampleGenerator, SampleRecord
 from connectors.producer import SourceProducer
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.schema_topic import SchemaTopic
@@ -26,6 +35,7 @@ from xiangyun.stack import Stack
 __all__ = ["DemoResult", "run_demo"]
 
 EVIDENCE_SHARE = 0.02  # records a city unit sends for a provincial resource (article 20)
+REPUBLISH_EVERY = 30  # one valid record in 30 is published again
 
 
 @dataclass
@@ -45,12 +55,22 @@ def run_demo(
     settings: Settings,
     records: int = 20_000,
     broken_share: float = 0.05,
-    seed: int = 7,
+    seed: int | None = None,
     start_stack: bool = True,
     timeout: float = 300.0,
 ) -> DemoResult:
     if start_stack:
         Stack(settings).up()
+    base = settings
+    run_id = uuid.uuid4().hex[:6]
+    settings = dataclasses.replace(
+        base,
+        topic_prefix=f"{base.topic_prefix}-demo-{run_id}",
+        app_id=f"{base.app_id}-demo-{run_id}",
+    )
+    _forget_earlier_demos(base, keep=(settings.topic_prefix, settings.app_id))
+    seed = seed if seed is not None else int.from_bytes(os.urandom(4), "big")
+    print(f"demo topics {settings.topic_prefix}.*, generator seed {seed}", file=sys.stderr)
     topics = Topics.of(settings.streams)
     ensure_topics(settings.streams, topics)
     registry = SchemaRegistry.from_dir(settings.schema_dir)
@@ -74,6 +94,12 @@ def run_demo(
         file=sys.stderr,
     )
     sample = list(gen.records(records))
+    latest = {r.key: r for r in sample if r.expected.startswith("accepted")}
+    # Re-send each subject's current version (an older one would be STALE: it is).
+    again = list(latest.values())[::REPUBLISH_EVERY]
+    for i, r in enumerate(again):
+        value = r.value if i % 2 == 0 else _new_record_id(codec, r.value)
+        sample.append(SampleRecord(r.key, value, "superseded:DUPLICATE", r.source, "again"))
     expected = Counter(r.expected for r in sample)
     sources = Counter(r.source for r in sample)
 
@@ -119,6 +145,15 @@ def render(result: DemoResult) -> str:
         f"  verification        {t.counts.get('verification', 0):,}   expected "
         f"{result.expected.get('verification', 0):,}   (not the provider: evidence, not truth)"
     )
+    superseded = {k: v for k, v in sorted(t.counts.items()) if k.startswith("superseded:")}
+    lines.append(
+        f"  superseded          {sum(superseded.values()):,}   "
+        "(collected once: re-sent facts change nothing)"
+    )
+    for k, v in superseded.items():
+        lines.append(
+            f"    {k.split(':', 1)[1]:<18}{v:>8,}   expected {result.expected.get(k, 0):,}"
+        )
     rejected = {k: v for k, v in sorted(t.counts.items()) if k.startswith("rejected:")}
     lines.append(f"  rejected            {sum(rejected.values()):,}")
     for k, v in rejected.items():
@@ -138,3 +173,35 @@ def render(result: DemoResult) -> str:
             f"without an outcome; differing outcomes: {missing}"
         )
     return "\n".join(lines)
+
+
+def _new_record_id(codec: EnvelopeCodec, value: bytes) -> bytes:
+    """The same fact under a new record id: a re-send the pool must still see as one."""
+    env = codec.decode(value)
+    return codec.encode(dataclasses.replace(env, record_id=str(uuid.uuid4())))
+
+
+def _forget_earlier_demos(base: Settings, keep: tuple[str, str]) -> None:
+    """Delete the topics (Faust's too) and Redis view of earlier demo runs on this prefix."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.views import PoolView
+
+    admin = AdminClient(base.kafka.admin())
+    stem, faust_stem = f"{base.topic_prefix}-demo-", f"{base.app_id}-demo-"
+    every = admin.list_topics(timeout=10).topics
+    names = [t for t in every if t.startswith(stem)]
+    old = sorted({t.split(".", 1)[0] for t in names} - {keep[0]})
+    names += [t for t in every if t.startswith(faust_stem) and not t.startswith(keep[1])]
+    for prefix in old:
+        try:
+            PoolView(dataclasses.replace(base, topic_prefix=prefix).streams).flush()
+        except Exception as exc:  # Redis away: its keys stay, the topics still go
+            print(f"could not clear the view of {prefix}: {exc}", file=sys.stderr)
+    doomed = [t for t in names if t.split(".", 1)[0] in old or t.startswith(faust_stem)]
+    if doomed:
+        for fut in admin.delete_topics(doomed, operation_timeout=30).values():
+            try:
+                fut.result(30)
+            except Exception as exc:  # already gone, or deleted by a concurrent demo
+                print(f"could not delete a topic of an earlier demo: {exc}", file=sys.stderr)
