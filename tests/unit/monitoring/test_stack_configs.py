@@ -452,6 +452,35 @@ def test_rules_and_dashboard_use_only_metrics_the_worker_exports() -> None:
             assert label in labels, f"label {label!r} does not exist: {expr}"
 
 
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """Each panel query, with Grafana's variables given a value, as a recording rule that
+    `promtool check rules` parses."""
+    promtool = _promtool()
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": expr.replace("$__rate_interval", "1m")}
+        for i, expr in enumerate(_dashboard_exprs())
+    ]
+    path = tmp_path / "dashboard_queries.yml"
+    path.write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8"
+    )
+    done = _run(promtool, "check", "rules", path)
+    assert done.returncode == 0, f"dashboard queries:\n{done.stdout}{done.stderr}"
+
+
+def test_every_exported_metric_is_on_the_dashboard() -> None:
+    """A metric added to monitoring.metrics gets a panel (or this test says which has none)."""
+    metrics = Metrics()
+    ViewMetrics(metrics.registry)
+    used = " ".join(_dashboard_exprs())
+    missing = {
+        family.name
+        for family in metrics.registry.collect()
+        if not re.search(rf"\b{family.name}(_total|_bucket|_sum|_count)?\b", used)
+    }
+    assert not missing, f"no dashboard panel shows {sorted(missing)}"
+
+
 def test_reason_codes_and_settings_named_in_alerts_exist() -> None:
     text = ALERTS.read_text(encoding="utf-8")
     named = set(re.findall(r"\b[A-Z]+(?:_[A-Z]+)+\b", text))
@@ -1039,7 +1068,21 @@ def test_dashboard_panels_and_datasource() -> None:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     assert dashboard["uid"] and dashboard["title"]
     titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
-    for wanted in ("throughput by pool", "rejects by reason", "lag", "batch latency p95"):
+    for wanted in (
+        "throughput by pool",
+        "rejects by reason",
+        "lag",
+        "batch latency p95",
+        "outcomes by pool",
+        "outcomes by unit",
+        "superseded by reason",
+        "transactions committed/aborted",
+        "restore time",
+        "state keys",
+        "ingest latency p50/p99",
+        "view lag",
+        "view freshness",
+    ):
         assert wanted in titles, f"dashboard has no {wanted!r} panel"
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
