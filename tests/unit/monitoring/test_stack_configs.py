@@ -8,18 +8,20 @@ the local stack runs) is required: without it these tests fail and say how to in
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
 import tomllib
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from monitoring.metrics import Metrics
+from monitoring.metrics import Metrics, ViewMetrics
 from streams.core.reasons import Reason
 from xiangyun.cli import build_parser
 from xiangyun.settings import PREFIX, Settings
@@ -42,7 +44,18 @@ REQUIRED_ALERTS = {
     "XiangyunIngestLagHigh",
     "XiangyunIngestLagGrowing",
     "XiangyunIngestNoAccepted",
+    "XiangyunIngestInternalError",
+    "XiangyunIngestTransactionsAborting",
+    "XiangyunIngestVersionConflictsHigh",
+    "XiangyunIngestRestoreSlow",
+    "XiangyunIngestLatencyHigh",
+    "XiangyunViewLagging",
+    "XiangyunViewBadRecords",
 }
+# Labels the rules and the dashboard may group by before monitoring.metrics declares them:
+# `unit` (the providing unit) is being added to xiangyun_ingest_records_total. Without it
+# every `by (unit)` sees one series without the label, which the rules handle.
+PENDING_LABELS = {"unit"}
 HEALTHCHECKED = {"kafka", "redis", "prometheus"}
 
 Services = dict[str, dict[str, Any]]
@@ -396,22 +409,39 @@ def test_every_alert_has_a_severity_and_says_what_to_do() -> None:
         assert len(notes.get("description", "")) > 80, f"{rule['alert']}: say what to do"
 
 
-def test_rules_and_dashboard_use_only_metrics_the_worker_exports() -> None:
+def _exported() -> tuple[set[str], set[str]]:
+    """Series names and label names a worker exposes: its :class:`Metrics` and the
+    :class:`ViewMetrics` of its materializer, on one registry."""
+    metrics = Metrics()
+    view = ViewMetrics(metrics.registry)
     names: set[str] = set()
     labels: set[str] = set()
-    for family in Metrics().registry.collect():
+    for family in metrics.registry.collect():
         suffixes = {
             "counter": ("_total",),
             "histogram": ("_bucket", "_sum", "_count"),
         }.get(family.type, ("",))
         names |= {family.name + s for s in suffixes}
-    for collector in vars(Metrics()).values():
+    for collector in [*vars(metrics).values(), *vars(view).values()]:
         labels |= set(getattr(collector, "_labelnames", ()))
-    labels |= {"le", "job", "instance"}
+    return names, labels
 
-    exprs = [r["expr"] for r in _rules()]
+
+def _dashboard_exprs() -> list[str]:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    exprs += [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def test_rules_and_dashboard_use_only_metrics_the_worker_exports() -> None:
+    names, labels = _exported()
+    labels |= {"le", "job", "instance"} | PENDING_LABELS
+
+    exprs = [r["expr"] for r in _rules()] + _dashboard_exprs()
+    # Query templates and metric names in the annotations must survive a rename too.
+    notes = [v for r in _rules() for v in r.get("annotations", {}).values()]
+    for text in notes:
+        for used in re.findall(r"\bxiangyun_\w+", text):
+            assert used in names, f"{used} is not exported by monitoring.metrics: {text}"
     for expr in exprs:
         for used in re.findall(r"\bxiangyun_\w+", expr):
             assert used in names, f"{used} is not exported by monitoring.metrics: {expr}"
@@ -420,6 +450,35 @@ def test_rules_and_dashboard_use_only_metrics_the_worker_exports() -> None:
                 assert label in labels, f"label {label!r} does not exist: {expr}"
         for label in re.findall(r"[{,]\s*(\w+)\s*=~?", expr):
             assert label in labels, f"label {label!r} does not exist: {expr}"
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """Each panel query, with Grafana's variables given a value, as a recording rule that
+    `promtool check rules` parses."""
+    promtool = _promtool()
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": expr.replace("$__rate_interval", "1m")}
+        for i, expr in enumerate(_dashboard_exprs())
+    ]
+    path = tmp_path / "dashboard_queries.yml"
+    path.write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8"
+    )
+    done = _run(promtool, "check", "rules", path)
+    assert done.returncode == 0, f"dashboard queries:\n{done.stdout}{done.stderr}"
+
+
+def test_every_exported_metric_is_on_the_dashboard() -> None:
+    """A metric added to monitoring.metrics gets a panel (or this test says which has none)."""
+    metrics = Metrics()
+    ViewMetrics(metrics.registry)
+    used = " ".join(_dashboard_exprs())
+    missing = {
+        family.name
+        for family in metrics.registry.collect()
+        if not re.search(rf"\b{family.name}(_total|_bucket|_sum|_count)?\b", used)
+    }
+    assert not missing, f"no dashboard panel shows {sorted(missing)}"
 
 
 def test_reason_codes_and_settings_named_in_alerts_exist() -> None:
@@ -605,6 +664,286 @@ _SCENARIOS: list[tuple[str, dict[str, str], list[Expect]]] = [
 ]
 
 
+# The rules added with the transactional ingest, the providing unit and the Redis view.
+_T = "xiangyun_ingest_transactions_total"
+_W = "w:9108"
+_AT = {"instance": _W}
+_GA = "220000-GA"
+_INTERNAL = f"Records fail on the platform's own error (INTERNAL) on {_W}"
+_ABORTS = f"Ingest transactions abort on {_W}"
+_RESTORE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == math.inf else f"{bound:g}"
+
+
+def _histogram(
+    name: str, buckets: tuple[float, ...], labels: str, values: Callable[[float], str]
+) -> dict[str, str]:
+    """Input series of a histogram's buckets: ``values(le)`` for each bound and +Inf."""
+    return {f'{name}_bucket{{{labels}le="{_le(le)}"}}': values(le) for le in (*buckets, math.inf)}
+
+
+def _restore(seconds: float) -> dict[str, str]:
+    """One restore of ``seconds`` at minute 10 on w:9108, none before or after."""
+    return _histogram(
+        "xiangyun_ingest_restore_seconds",
+        _RESTORE_BUCKETS,
+        f'instance="{_W}",',
+        lambda le: "0x10 1x40" if seconds <= le else "0x50",
+    )
+
+
+def _latency(per_minute: int, slow: int) -> dict[str, str]:
+    """``per_minute`` batches a minute, of which ``slow`` take longer than 10 s, the others
+    0.2 s."""
+    return _histogram(
+        "xiangyun_ingest_latency_seconds",
+        _LATENCY_BUCKETS,
+        "",
+        lambda le: (
+            f"0+{per_minute}x30"
+            if le == math.inf
+            else f"0+{per_minute - slow}x30"
+            if le >= 0.25
+            else "0x30"
+        ),
+    )
+
+
+_SCENARIOS += [
+    (
+        "a single INTERNAL record: its series is created at 1",
+        {
+            f'{_R}{{outcome="accepted",pool="population",reason="",instance="{_W}"}}': "0+50x30",
+            f'{_R}{{outcome="rejected",pool="",reason="INTERNAL",instance="{_W}"}}': "_x10 1x20",
+        },
+        [
+            quiet(8, "XiangyunIngestInternalError"),
+            fires(11, "XiangyunIngestInternalError", _INTERNAL, severity="warning", **_AT),
+            fires(24, "XiangyunIngestInternalError", _INTERNAL, severity="warning", **_AT),
+            quiet(27, "XiangyunIngestInternalError"),  # nothing new for 15 minutes
+        ],
+    ),
+    (
+        "INTERNAL again on a series that already exists",
+        {f'{_R}{{outcome="rejected",pool="",reason="INTERNAL",instance="{_W}"}}': "1x20 2x20"},
+        [
+            quiet(17, "XiangyunIngestInternalError"),  # the first one is 15 minutes old
+            fires(22, "XiangyunIngestInternalError", _INTERNAL, severity="warning", **_AT),
+            quiet(36, "XiangyunIngestInternalError"),
+        ],
+    ),
+    (
+        "rejected for their data, never INTERNAL",
+        {
+            f'{_R}{{outcome="accepted",pool="population",reason="",instance="{_W}"}}': "0+50x30",
+            f'{_R}{{outcome="rejected",pool="",reason="FIELD_RULE",instance="{_W}"}}': "0+5x30",
+        },
+        [quiet(12, "XiangyunIngestInternalError")],
+    ),
+    (
+        "one transaction aborted: the series is created at 1",
+        {
+            f'{_T}{{result="committed",instance="{_W}"}}': "0+10x30",
+            f'{_T}{{result="aborted",instance="{_W}"}}': "_x10 1x20",
+        },
+        [
+            quiet(8, "XiangyunIngestTransactionsAborting"),
+            fires(11, "XiangyunIngestTransactionsAborting", _ABORTS, severity="warning", **_AT),
+            quiet(17, "XiangyunIngestTransactionsAborting"),
+        ],
+    ),
+    (
+        "a transaction aborted every minute",
+        {
+            f'{_T}{{result="committed",instance="{_W}"}}': "0+10x30",
+            f'{_T}{{result="aborted",instance="{_W}"}}': "0+1x30",
+        },
+        [fires(20, "XiangyunIngestTransactionsAborting", _ABORTS, severity="warning", **_AT)],
+    ),
+    (
+        "every transaction committed",
+        {
+            f'{_T}{{result="committed",instance="{_W}"}}': "0+10x30",
+            f'{_T}{{result="aborted",instance="{_W}"}}': "2x30",
+        },
+        [quiet(20, "XiangyunIngestTransactionsAborting")],
+    ),
+    (
+        "5% version conflicts from one unit, none from another",
+        {
+            f'{_R}{{outcome="accepted",pool="population",reason="",unit="{_GA}"}}': "0+95x40",
+            f'{_R}{{outcome="superseded",pool="population",reason="VERSION_CONFLICT",'
+            f'unit="{_GA}"}}': "0+5x40",
+            f'{_R}{{outcome="accepted",pool="population",reason="",unit="220000-MZ"}}': (
+                "0+100x40"
+            ),
+            f'{_R}{{outcome="superseded",pool="population",reason="DUPLICATE",'
+            f'unit="220000-MZ"}}': "0+30x40",
+        },
+        [
+            quiet(10, "XiangyunIngestVersionConflictsHigh"),  # not yet for 15m
+            fires(
+                30,
+                "XiangyunIngestVersionConflictsHigh",
+                f"5% of the records of unit {_GA} are version conflicts",
+                severity="warning",
+                unit=_GA,
+            ),
+        ],
+    ),
+    (
+        "version conflicts counted without a unit label (a worker before units)",
+        {
+            f'{_R}{{outcome="accepted",pool="population",reason=""}}': "0+90x40",
+            f'{_R}{{outcome="superseded",pool="population",reason="VERSION_CONFLICT"}}': (
+                "0+10x40"
+            ),
+        },
+        [
+            fires(
+                30,
+                "XiangyunIngestVersionConflictsHigh",
+                "10% of the records of unit (unknown) are version conflicts",
+                severity="warning",
+            ),
+        ],
+    ),
+    (
+        "0.5% version conflicts: fine",
+        {
+            f'{_R}{{outcome="accepted",pool="population",reason="",unit="{_GA}"}}': "0+199x40",
+            f'{_R}{{outcome="superseded",pool="population",reason="VERSION_CONFLICT",'
+            f'unit="{_GA}"}}': "0+1x40",
+        },
+        [quiet(30, "XiangyunIngestVersionConflictsHigh")],
+    ),
+    (
+        "a third in conflict, but 3 records a minute from that unit",
+        {
+            f'{_R}{{outcome="accepted",pool="population",reason="",unit="{_GA}"}}': "0+2x40",
+            f'{_R}{{outcome="superseded",pool="population",reason="VERSION_CONFLICT",'
+            f'unit="{_GA}"}}': "0+1x40",
+        },
+        [quiet(30, "XiangyunIngestVersionConflictsHigh")],
+    ),
+    (
+        "a restore of 2 minutes",
+        _restore(120),
+        [
+            quiet(8, "XiangyunIngestRestoreSlow"),
+            fires(
+                12,
+                "XiangyunIngestRestoreSlow",
+                f"Pool state restore takes 4m 48s (p95) on {_W}",
+                severity="warning",
+                **_AT,
+            ),
+            quiet(45, "XiangyunIngestRestoreSlow"),  # no restore in the last 30 minutes
+        ],
+    ),
+    (
+        "a restore of 8 seconds",
+        _restore(8),
+        [quiet(12, "XiangyunIngestRestoreSlow")],
+    ),
+    (
+        "2% of the batches take more than 10 s",
+        _latency(100, 2),
+        [
+            quiet(8, "XiangyunIngestLatencyHigh"),  # not yet for 10m
+            fires(20, "XiangyunIngestLatencyHigh", "Ingest latency p99 is 10s", severity="warning"),
+        ],
+    ),
+    (
+        "0.5% of the batches slow: p99 stays low",
+        _latency(200, 1),
+        [quiet(20, "XiangyunIngestLatencyHigh")],
+    ),
+    (
+        "the view is behind and applies nothing",
+        {
+            f'xiangyun_view_lag_records{{topic="xy.pool.population",instance="{_W}"}}': "300x20",
+            f'xiangyun_view_lag_records{{topic="xy.pool.legal",instance="{_W}"}}': "200x20",
+            f'xiangyun_view_freshness_seconds{{instance="{_W}"}}': "0+60x20",
+        },
+        [
+            quiet(5, "XiangyunViewLagging"),  # not yet for 5m
+            fires(
+                12,
+                "XiangyunViewLagging",
+                f"Redis view is 500 records behind the pools on {_W}",
+                severity="warning",
+                **_AT,
+            ),
+        ],
+    ),
+    (
+        "the view is behind and has never applied a batch",
+        {
+            f'xiangyun_view_lag_records{{topic="xy.pool.population",instance="{_W}"}}': "40x20",
+            f'xiangyun_view_freshness_seconds{{instance="{_W}"}}': " ".join(["NaN"] * 21),
+        },
+        [
+            fires(
+                12,
+                "XiangyunViewLagging",
+                f"Redis view is 40 records behind the pools on {_W}",
+                severity="warning",
+                **_AT,
+            ),
+        ],
+    ),
+    (
+        "the view is behind but applies a batch every second",
+        {
+            f'xiangyun_view_lag_records{{topic="xy.pool.population",instance="{_W}"}}': "300x20",
+            f'xiangyun_view_freshness_seconds{{instance="{_W}"}}': "1x20",
+        },
+        [quiet(12, "XiangyunViewLagging")],
+    ),
+    (
+        "the view is current and idle",
+        {
+            f'xiangyun_view_lag_records{{topic="xy.pool.population",instance="{_W}"}}': "0x20",
+            f'xiangyun_view_freshness_seconds{{instance="{_W}"}}': "0+60x20",
+        },
+        [quiet(12, "XiangyunViewLagging")],
+    ),
+    (
+        "the materializer skips 3 records at minute 10",
+        {f'xiangyun_view_bad_records_total{{instance="{_W}"}}': "0x10 3x20"},
+        [
+            quiet(8, "XiangyunViewBadRecords"),
+            fires(
+                12,
+                "XiangyunViewBadRecords",
+                f"The Redis view skipped 3 unreadable pool records on {_W}",
+                severity="warning",
+                **_AT,
+            ),
+            quiet(27, "XiangyunViewBadRecords"),
+        ],
+    ),
+    (
+        "every pool record readable",
+        {f'xiangyun_view_bad_records_total{{instance="{_W}"}}': "0x30"},
+        [quiet(12, "XiangyunViewBadRecords")],
+    ),
+]
+
+
+def test_every_alert_has_a_firing_and_a_quiet_scenario() -> None:
+    firing = {name for _t, _s, exp in _SCENARIOS for _m, name, alerts in exp if alerts}
+    quiet_ = {name for _t, _s, exp in _SCENARIOS for _m, name, alerts in exp if not alerts}
+    rules = {r["alert"] for r in _rules()}
+    assert rules <= firing, f"no scenario where these fire: {rules - firing}"
+    assert rules <= quiet_, f"no scenario where these stay quiet: {rules - quiet_}"
+
+
 def _rules_without_descriptions(tmp_path: Path) -> Path:
     doc = _yaml(ALERTS)
     for group in doc["groups"]:
@@ -615,8 +954,7 @@ def _rules_without_descriptions(tmp_path: Path) -> Path:
     return path
 
 
-def test_alerts_fire_when_they_should_and_only_then(tmp_path: Path) -> None:
-    promtool = _promtool()
+def _scenario_tests() -> list[dict[str, Any]]:
     tests = []
     for _title, series, expected in _SCENARIOS:
         checks = [
@@ -632,10 +970,15 @@ def test_alerts_fire_when_they_should_and_only_then(tmp_path: Path) -> None:
         ]
         inputs = [{"series": s, "values": v} for s, v in series.items()]
         tests.append({"interval": "1m", "input_series": inputs, "alert_rule_test": checks})
+    return tests
+
+
+def test_alerts_fire_when_they_should_and_only_then(tmp_path: Path) -> None:
+    promtool = _promtool()
     spec = {
         "rule_files": [str(_rules_without_descriptions(tmp_path))],
         "evaluation_interval": "1m",
-        "tests": tests,
+        "tests": _scenario_tests(),
     }
     spec_path = tmp_path / "alerts_test.yml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
@@ -685,6 +1028,25 @@ def test_reject_alert_description_names_the_top_reasons(tmp_path: Path) -> None:
     assert "Top reasons: FIELD_RULE (40), UNKNOWN_SCHEMA (10)." in out, out
 
 
+def test_every_alert_description_renders(tmp_path: Path) -> None:
+    """The scenarios against the rules with their descriptions: promtool reports every
+    firing alert as a mismatch (no description is expected) and prints what it rendered."""
+    promtool = _promtool()
+    spec = {"rule_files": [str(ALERTS)], "evaluation_interval": "1m", "tests": _scenario_tests()}
+    spec_path = tmp_path / "render.yml"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    out = _run(promtool, "test", "rules", spec_path)
+    text = out.stdout + out.stderr
+    assert "error expanding template" not in text, text
+    for rendered in (
+        "Records ended with reason INTERNAL on w:9108 in the last 15 minutes (about 1)",
+        "sent by providing unit 220000-GA were superseded",
+        "the materializer on w:9108 has had 500 committed pool records",
+        "took 4m 48s (p95 over 30 minutes) on w:9108",
+    ):
+        assert rendered in " ".join(text.split()), f"{rendered!r} not in:\n{text}"
+
+
 # -- Grafana ---------------------------------------------------------------------------------
 def test_grafana_datasource_points_at_the_compose_prometheus() -> None:
     sources = [
@@ -706,7 +1068,21 @@ def test_dashboard_panels_and_datasource() -> None:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     assert dashboard["uid"] and dashboard["title"]
     titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
-    for wanted in ("throughput by pool", "rejects by reason", "lag", "batch latency p95"):
+    for wanted in (
+        "throughput by pool",
+        "rejects by reason",
+        "lag",
+        "batch latency p95",
+        "outcomes by pool",
+        "outcomes by unit",
+        "superseded by reason",
+        "transactions committed/aborted",
+        "restore time",
+        "state keys",
+        "ingest latency p50/p99",
+        "view lag",
+        "view freshness",
+    ):
         assert wanted in titles, f"dashboard has no {wanted!r} panel"
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
