@@ -1,4 +1,5 @@
-"""The ``xiangyun`` command line: stack, worker, demo, bench, topics, config, catalog, pools."""
+"""The ``xiangyun`` command line: stack, worker, demo, bench, topics, config, catalog, pools,
+audit."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from xiangyun.audit_cli import add_audit_parser
 from xiangyun.catalog_cli import add_catalog_parser, bootstrap_catalog
 from xiangyun.pools_cli import add_pools_parser
 from xiangyun.settings import ConfigError, Settings
@@ -171,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_catalog_parser(sub)
     add_pools_parser(sub)
+    add_audit_parser(sub)
     return p
 
 

@@ -74,6 +74,10 @@ class Settings:
     commit_interval_ms: int = 100
     transaction_timeout_ms: int = 10_000
     max_internal_errors: int = 100
+    # The access log: how often its tree head is signed, and the signing key (PKCS#8 PEM,
+    # mode 0600; empty: <state dir>/audit/signing-key.pem, made on first use).
+    audit_checkpoint_interval_ms: int = 2000
+    audit_key_file: str = ""
     # Transport security of every Kafka client, passed through to librdkafka (and Faust).
     kafka_security_protocol: str = ""
     kafka_sasl_mechanism: str = ""
@@ -116,6 +120,15 @@ class Settings:
             )
         if self.max_internal_errors < 1:
             raise ConfigError(f"XIANGYUN_MAX_INTERNAL_ERRORS={self.max_internal_errors}: >= 1")
+        if not 100 <= self.audit_checkpoint_interval_ms <= 3_600_000:
+            raise ConfigError(
+                f"XIANGYUN_AUDIT_CHECKPOINT_INTERVAL_MS={self.audit_checkpoint_interval_ms}: "
+                "100 to 3600000"
+            )
+        if self.audit_key_file and self.audit_key_file.endswith(("/", "\\")):
+            raise ConfigError(
+                f"XIANGYUN_AUDIT_KEY_FILE={self.audit_key_file!r}: a file, not a folder"
+            )
         if self.kafka_security_protocol.upper() not in _PROTOCOLS:
             raise ConfigError(
                 f"XIANGYUN_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: one of "
@@ -160,7 +173,16 @@ class Settings:
             commit_interval_ms=self.commit_interval_ms,
             transaction_timeout_ms=self.transaction_timeout_ms,
             max_internal_errors=self.max_internal_errors,
+            audit_checkpoint_interval_ms=self.audit_checkpoint_interval_ms,
+            audit_key_file=self.audit_key_path,
         )
+
+    @property
+    def audit_key_path(self) -> Path:
+        """The access log's signing key: XIANGYUN_AUDIT_KEY_FILE, else in the state folder."""
+        if self.audit_key_file:
+            return Path(self.audit_key_file).expanduser().resolve()
+        return self.state_dir / "audit" / "signing-key.pem"
 
     @property
     def ingest_group(self) -> str:

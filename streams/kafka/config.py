@@ -128,6 +128,17 @@ class StreamsConfig:
     transaction_timeout_ms: int = 10_000
     #: consecutive INTERNAL outcomes after which the worker stops
     max_internal_errors: int = 100
+    #: the access log's checkpointer signs a new tree head this often (if the log grew)
+    audit_checkpoint_interval_ms: int = 2000
+    #: the Ed25519 key that signs the access log's checkpoints (PKCS#8 PEM, mode 0600);
+    #: None: no key configured, the checkpointer cannot run
+    audit_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.audit_checkpoint_interval_ms <= 3_600_000:
+            raise ValueError(
+                f"audit_checkpoint_interval_ms={self.audit_checkpoint_interval_ms}: 100 to 3600000"
+            )
 
     @property
     def ingest_group(self) -> str:

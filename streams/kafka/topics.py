@@ -77,6 +77,17 @@ class Topics:
         return f"{self.prefix}.catalog.changes"
 
     @property
+    def access(self) -> str:
+        """The access log (可追溯): append-only, one partition, kept forever; one entry per
+        exchange decision, the leaves of its Merkle tree."""
+        return f"{self.prefix}.access"
+
+    @property
+    def access_checkpoints(self) -> str:
+        """Signed tree heads of the access log: append-only, one partition, kept forever."""
+        return f"{self.prefix}.access.checkpoints"
+
+    @property
     def outcomes(self) -> list[str]:
         """Every topic an ingested record can end in: the pools, superseded, verification,
         rejected."""
@@ -97,7 +108,22 @@ class Topics:
         # Catalog records are bounded (one change; one resource's snapshot): default limits.
         out[self.catalog] = dict(_COMPACT)
         out[self.catalog_changes] = dict(_KEPT_FOREVER)
+        out[self.access] = dict(_KEPT_FOREVER)
+        out[self.access_checkpoints] = dict(_KEPT_FOREVER)
         return out
+
+    @property
+    def single_partition(self) -> frozenset[str]:
+        """Topics that must stay in one order: one partition each."""
+        return frozenset(
+            {
+                self.schemas,
+                self.catalog,
+                self.catalog_changes,
+                self.access,
+                self.access_checkpoints,
+            }
+        )
 
 
 def ensure_topics(
@@ -112,12 +138,8 @@ def ensure_topics(
     for name, topic_config in wanted.items():
         if name in existing:
             continue
-        # Schemas and catalog are small and must stay ordered: one partition.
-        parts = (
-            1
-            if name in (topics.schemas, topics.catalog, topics.catalog_changes)
-            else config.partitions
-        )
+        # Schemas, catalog and access log are ordered: one partition.
+        parts = 1 if name in topics.single_partition else config.partitions
         new.append(NewTopic(name, num_partitions=parts, replication_factor=1, config=topic_config))
     if not new:
         return
