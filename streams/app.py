@@ -9,6 +9,7 @@ import ssl
 import faust
 
 from monitoring.metrics import ViewMetrics
+from streams.audit.agent import register_audit
 from streams.ingest.agent import register_ingest
 from streams.ingest.reader import CollectReader
 from streams.ingest.runtime import Runtime, die
@@ -97,6 +98,8 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
     register_materializer(
         app, config, Materializer(config, runtime.registry, ViewMetrics(runtime.metrics.registry))
     )
+    # The access log's signed checkpoints and its data-tracker index.
+    register_audit(app, config)
 
     @app.task  # type: ignore[untyped-decorator]
     async def freeze_startup_objects() -> None:

@@ -52,10 +52,6 @@ REQUIRED_ALERTS = {
     "XiangyunViewLagging",
     "XiangyunViewBadRecords",
 }
-# Labels the rules and the dashboard may group by before monitoring.metrics declares them:
-# `unit` (the providing unit) is being added to xiangyun_ingest_records_total. Without it
-# every `by (unit)` sees one series without the label, which the rules handle.
-PENDING_LABELS = {"unit"}
 HEALTHCHECKED = {"kafka", "redis", "prometheus"}
 
 Services = dict[str, dict[str, Any]]
@@ -434,7 +430,7 @@ def _dashboard_exprs() -> list[str]:
 
 def test_rules_and_dashboard_use_only_metrics_the_worker_exports() -> None:
     names, labels = _exported()
-    labels |= {"le", "job", "instance"} | PENDING_LABELS
+    labels |= {"le", "job", "instance"}
 
     exprs = [r["expr"] for r in _rules()] + _dashboard_exprs()
     # Query templates and metric names in the annotations must survive a rename too.
