@@ -2,9 +2,10 @@
 sharing lists, stack files.
 
 The repository keeps them in top-level folders (``schemas/avro/``, ``catalog/``,
-``policy/``, ``stack/``). The wheel maps those folders into this package (``[tool.setuptools.package-dir]``
-of ``pyproject.toml``), so an installed copy finds them next to this file; a source checkout
-(and the editable install ``make`` uses) finds them in the checkout. Every default that names
+``policy/``, ``stack/``). The wheel maps those folders into this package
+(``[tool.setuptools.package-dir]`` of ``pyproject.toml``), so an installed copy finds them
+next to this file; a source checkout (and the editable install ``make`` uses) finds them in
+the checkout. Every default that names
 one of these folders comes from here.
 """
 
@@ -21,8 +22,8 @@ CHECKOUT: Path | None = _HERE.parent if (_HERE.parent / "pyproject.toml").is_fil
 
 
 def shipped(name: str) -> Path:
-    """The shipped folder ``name`` (``schemas``, ``catalog``, ``policy`` or ``stack``): in the checkout
-    when running from one, else the copy installed inside this package."""
+    """The shipped folder ``name`` (``schemas``, ``catalog``, ``policy`` or ``stack``): in
+    the checkout when running from one, else the copy installed inside this package."""
     return (CHECKOUT or _HERE) / name
 
 

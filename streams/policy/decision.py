@@ -164,6 +164,11 @@ class Decision:
         }
 
 
+def _or(basis: str, fallback: str) -> str:
+    """``basis`` unless it is blank, else ``fallback``."""
+    return basis if basis.strip() else fallback
+
+
 def decide(
     request: Request,
     catalog: Catalog,
@@ -264,7 +269,7 @@ def decide(
     if resource.share is ShareAttribute.NOT_SHARED:
         return refuse(
             PolicyReason.NOT_SHARED,
-            resource.share_legal_basis or CATALOG_ONLY,
+            _or(resource.share_legal_basis, CATALOG_ONLY),
             f"{r.resource} is not shared (catalog share attribute not_shared)",
             version,
         )
@@ -288,7 +293,7 @@ def decide(
     if resource.share is ShareAttribute.CONDITIONAL:
         demand = eff.demand.get((r.requester, r.resource, r.purpose))
         if demand is None:
-            basis = resource.share_legal_basis or PIPL_34
+            basis = _or(resource.share_legal_basis, PIPL_34)
             conditions = resource.share_conditions or "see the catalog"
             return refuse(
                 PolicyReason.NO_DEMAND_ENTRY,

@@ -433,6 +433,15 @@ def derive(
                 f"provincial list)"
             )
             continue
+        base_resp = resp.get(e.department)
+        if base_resp is not None:
+            extra = [d.code for d in e.duties if base_resp.duty(d.code) is None]
+            if extra:
+                problems.append(
+                    f"{region} responsibility list: {e.department} is registered by the "
+                    f"province; the city cannot give it duties {extra} the province does not"
+                )
+                continue
         resp[e.department] = e
     c_demand = city.get(ListKind.DEMAND)
     for e in c_demand.entries if c_demand else ():
