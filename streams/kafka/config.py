@@ -128,6 +128,12 @@ class StreamsConfig:
     transaction_timeout_ms: int = 10_000
     #: consecutive INTERNAL outcomes after which the worker stops
     max_internal_errors: int = 100
+    #: the starter sharing lists (`xiangyun policy bootstrap`)
+    policy_dir: Path = field(default_factory=xiangyun_data.policy_dir)
+    #: a request for more subjects than this is a bulk copy and needs an approval
+    policy_bulk_threshold: int = 100
+    #: the platform key of keyed-hash masks (HMAC-SHA256); empty: keyed hashes are refused
+    policy_mask_key: str = field(default="", repr=False)
 
     @property
     def ingest_group(self) -> str:

@@ -2,7 +2,8 @@
 
 Pool, schema and catalog snapshot topics are compacted: Kafka keeps the latest value per key,
 so Redis views and agent state can always be rebuilt from Kafka. The catalog change log is
-append-only and kept forever: it is the catalog's history.
+append-only and kept forever: it is the catalog's history. The sharing lists and approvals
+are kept the same way (a compacted state topic and a change log kept forever).
 """
 
 from __future__ import annotations
@@ -77,6 +78,17 @@ class Topics:
         return f"{self.prefix}.catalog.changes"
 
     @property
+    def policy(self) -> str:
+        """Compacted: ``list/<region>/<kind>`` or ``approval/<id>`` → its current state."""
+        return f"{self.prefix}.policy"
+
+    @property
+    def policy_changes(self) -> str:
+        """Append-only, kept forever: one record per change of a sharing list or an
+        approval (submitted, approved, rejected, granted, revoked, used)."""
+        return f"{self.prefix}.policy.changes"
+
+    @property
     def outcomes(self) -> list[str]:
         """Every topic an ingested record can end in: the pools, superseded, verification,
         rejected."""
@@ -97,6 +109,9 @@ class Topics:
         # Catalog records are bounded (one change; one resource's snapshot): default limits.
         out[self.catalog] = dict(_COMPACT)
         out[self.catalog_changes] = dict(_KEPT_FOREVER)
+        # The sharing lists and approvals are kept like the catalog.
+        out[self.policy] = dict(_COMPACT)
+        out[self.policy_changes] = dict(_KEPT_FOREVER)
         return out
 
 
@@ -115,7 +130,14 @@ def ensure_topics(
         # Schemas and catalog are small and must stay ordered: one partition.
         parts = (
             1
-            if name in (topics.schemas, topics.catalog, topics.catalog_changes)
+            if name
+            in (
+                topics.schemas,
+                topics.catalog,
+                topics.catalog_changes,
+                topics.policy,
+                topics.policy_changes,
+            )
             else config.partitions
         )
         new.append(NewTopic(name, num_partitions=parts, replication_factor=1, config=topic_config))

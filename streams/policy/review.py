@@ -305,7 +305,10 @@ class PolicyBook:
         self._reviewer(actor, "approve policy lists")
         st = self._states.get(key)
         if st is None or st.pending is None:
-            raise PolicyError(f"{key} has no version awaiting review")
+            raise PolicyError(
+                f"{key} has no version awaiting review; submit one first "
+                f"(`xiangyun policy submit FILE --as DEPT`)"
+            )
         self._check(st.pending)  # the province's lists may have changed since submission
         ev = PolicyEvent(
             key, st.seq + 1, PolicyAction.APPROVED, actor, at_ms, st.pending.version, reason
@@ -319,7 +322,10 @@ class PolicyBook:
             raise PolicyError("a rejection needs a reason (--reason TEXT)")
         st = self._states.get(key)
         if st is None or st.pending is None:
-            raise PolicyError(f"{key} has no version awaiting review")
+            raise PolicyError(
+                f"{key} has no version awaiting review; submit one first "
+                f"(`xiangyun policy submit FILE --as DEPT`)"
+            )
         ev = PolicyEvent(
             key, st.seq + 1, PolicyAction.REJECTED, actor, at_ms, st.pending.version, reason
         )
