@@ -40,7 +40,7 @@ from streams.kafka.topics import CATALOG_MAX_MESSAGE_BYTES, Topics, ensure_topic
 from streams.kafka.txlog import become_writer, close_writer, write_changes
 from streams.policy.approvals import Approval
 from streams.policy.decision import Decision, FieldSource, Request, decide
-from streams.policy.legal import PolicyError
+from streams.policy.legal import BULK_COPY, PolicyError, PolicyReason
 from streams.policy.model import PolicyList, load_lists
 from streams.policy.review import (
     PolicyBook,
@@ -211,6 +211,30 @@ class PolicyStore:
             fields_of=fields_of,
             bulk_threshold=self.config.policy_bulk_threshold,
         )
+
+    def claim(self, decision: Decision) -> Decision:
+        """Count the use of the approval an allowed bulk ``decision`` relies on, before any
+        data goes out: the decision itself, or, when the approval was spent, expired or
+        revoked meanwhile (another exchange instance used its last use), a refusal citing
+        the bulk-copy basis. A decision without an approval is returned as it is."""
+        if not decision.allowed or decision.approval_id is None:
+            return decision
+        try:
+            self.record_use(decision.approval_id)
+        except PolicyError as exc:
+            approval = self.current().approvals.get(decision.approval_id)
+            reason = approval.problem(self.now_ms()) if approval is not None else None
+            return Decision(
+                False,
+                decision.requester,
+                decision.resource,
+                decision.purpose,
+                decision.policy_version,
+                reason or PolicyReason.APPROVAL_EXHAUSTED,
+                BULK_COPY,
+                str(exc),
+            )
+        return decision
 
     def close(self) -> None:
         with self._start_lock:

@@ -15,10 +15,10 @@ from streams.catalog.review import DATA_BUREAU
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.policy_store import PolicyStore, catalog_fields
 from streams.policy.approvals import Approval, ApprovalStatus
-from streams.policy.decision import Request, spec_fields
+from streams.policy.decision import Request, decide, spec_fields
 from streams.policy.legal import BULK_COPY, PolicyError, PolicyReason
 from streams.policy.model import DemandEntry, ListKind, NegativeEntry, PolicyList
-from streams.policy.review import PolicyAction
+from streams.policy.review import PolicyAction, PolicySet
 from xiangyun.settings import Settings
 
 
@@ -118,7 +118,7 @@ def test_a_city_list_cannot_lift_a_provincial_restriction(
 
 
 def test_approvals_grant_use_revoke_seen_by_a_second_store(
-    stores: tuple[PolicyStore, PolicyStore],
+    stores: tuple[PolicyStore, PolicyStore], settings: Settings
 ) -> None:
     writer, reader = stores
     now = writer.now_ms()
@@ -140,6 +140,18 @@ def test_approvals_grant_use_revoke_seen_by_a_second_store(
     assert reader.record_use("AP-test-1").uses == 2
     with pytest.raises(PolicyError, match="exhausted"):
         writer.record_use("AP-test-1")
+    # an exchange claims the use before data goes out: a spent approval turns into a refusal
+    with CatalogStore(settings.streams) as cs:
+        cs.start()
+        bulk = Request("220000-TJ", "legal_person.enterprise", "statistics", whole_pool=True)
+        stale = PolicySet(reader.current().lists.values(), [approval])  # decided before
+        d = decide(
+            bulk, cs.current(), stale.effective, stale.approvals, now, fields_of=catalog_fields(cs)
+        )
+    assert d.allowed and d.approval_id == "AP-test-1"
+    claimed = reader.claim(d)
+    assert not claimed.allowed and claimed.reason is PolicyReason.APPROVAL_EXHAUSTED
+    assert claimed.legal_basis == BULK_COPY
     writer.revoke("AP-test-1", "case closed")
     _within(
         1.0,
