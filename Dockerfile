@@ -23,6 +23,7 @@ COPY connectors ./connectors
 COPY monitoring ./monitoring
 COPY schemas ./schemas
 COPY catalog ./catalog
+COPY policy ./policy
 COPY stack ./stack
 RUN pip install .
 

@@ -1,5 +1,5 @@
 """The ``xiangyun`` command line: stack, worker, demo, bench, topics, config, catalog, pools,
-audit."""
+audit, policy, approvals, exchange."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from xiangyun.audit_cli import add_audit_parser
 from xiangyun.catalog_cli import add_catalog_parser, bootstrap_catalog
+from xiangyun.policy_cli import add_policy_parsers, bootstrap_policy
 from xiangyun.pools_cli import add_pools_parser
 from xiangyun.settings import ConfigError, Settings
 
@@ -37,8 +38,10 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     print(f"state folder: {settings.state_dir}")
     ok = all(st.answering for st in statuses)
     if ok and args.verb == "up":
-        # Workers only follow the catalog topic: make sure it holds the starter catalog.
+        # Workers only follow the catalog topic: make sure it holds the starter catalog
+        # (and the policy topic the starter sharing lists).
         print(bootstrap_catalog(settings))
+        print(bootstrap_policy(settings))
     return 0 if ok else 1
 
 
@@ -174,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_catalog_parser(sub)
     add_pools_parser(sub)
     add_audit_parser(sub)
+    add_policy_parsers(sub)
     return p
 
 

@@ -45,7 +45,7 @@ _SECURITY_FIELDS = frozenset(
         "kafka_ssl_endpoint_identification_algorithm",
     }
 )
-_SECRETS = frozenset({"kafka_sasl_password", "kafka_ssl_key_password"})
+_SECRETS = frozenset({"kafka_sasl_password", "kafka_ssl_key_password", "policy_mask_key"})
 _PROTOCOLS = frozenset({"", "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"})
 _MECHANISMS = frozenset({"", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"})
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._\-]{1,100}$")
@@ -78,6 +78,10 @@ class Settings:
     # mode 0600; empty: <state dir>/audit/signing-key.pem, made on first use).
     audit_checkpoint_interval_ms: int = 2000
     audit_key_file: str = ""
+    # The sharing policy: starter lists, bulk-copy threshold, key of keyed-hash masks.
+    policy_dir: Path = field(default_factory=xiangyun_data.policy_dir)
+    policy_bulk_threshold: int = 100
+    policy_mask_key: str = ""
     # Transport security of every Kafka client, passed through to librdkafka (and Faust).
     kafka_security_protocol: str = ""
     kafka_sasl_mechanism: str = ""
@@ -129,6 +133,15 @@ class Settings:
             raise ConfigError(
                 f"XIANGYUN_AUDIT_KEY_FILE={self.audit_key_file!r}: a file, not a folder"
             )
+        if not 1 <= self.policy_bulk_threshold <= 10_000_000:
+            raise ConfigError(
+                f"XIANGYUN_POLICY_BULK_THRESHOLD={self.policy_bulk_threshold}: 1 to 10000000"
+            )
+        if self.policy_mask_key and len(self.policy_mask_key.encode()) < 16:
+            raise ConfigError(
+                "XIANGYUN_POLICY_MASK_KEY: at least 16 bytes (a random key, e.g. "
+                "`python3 -c 'import secrets; print(secrets.token_hex(32))'`), or unset"
+            )
         if self.kafka_security_protocol.upper() not in _PROTOCOLS:
             raise ConfigError(
                 f"XIANGYUN_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: one of "
@@ -175,6 +188,9 @@ class Settings:
             max_internal_errors=self.max_internal_errors,
             audit_checkpoint_interval_ms=self.audit_checkpoint_interval_ms,
             audit_key_file=self.audit_key_path,
+            policy_dir=self.policy_dir,
+            policy_bulk_threshold=self.policy_bulk_threshold,
+            policy_mask_key=self.policy_mask_key,
         )
 
     @property

@@ -44,17 +44,14 @@ writes) is counted in :attr:`CatalogStore.errors` and logged; following goes on.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaException, Producer
 
 from streams.catalog.model import (
     Catalog,
@@ -77,6 +74,7 @@ from streams.kafka.config import StreamsConfig
 from streams.kafka.follower import CompactedView, ViewError
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import CATALOG_MAX_MESSAGE_BYTES, Topics, ensure_topics
+from streams.kafka.txlog import become_writer, close_writer, write_changes
 from streams.wire.codec import Schema, SchemaRegistry
 
 __all__ = ["MAX_EVENT_BYTES", "CatalogStore", "CatalogUnavailable"]
@@ -90,11 +88,8 @@ MAX_EVENT_BYTES = CATALOG_MAX_MESSAGE_BYTES - 16 * 1024
 #: a command: run on a copy of the book at a time (ms), returns the events to write
 Command = Callable[[CatalogBook, int], list[CatalogEvent]]
 
-_FENCED = {
-    KafkaError._FENCED,
-    KafkaError.PRODUCER_FENCED,
-    KafkaError.INVALID_PRODUCER_EPOCH,
-}
+#: closes a writer (the helper's old name here)
+_close = close_writer
 #: a change-log offset no record has: sizes a snapshot before its offset is known
 _ANY_OFFSET = 2**62
 
@@ -105,14 +100,6 @@ class CatalogUnavailable(RuntimeError):
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _close(producer: Producer) -> None:
-    """Close a writer; a fenced one cannot abort its transaction and need not (the broker
-    already aborted it), so the client's warning about that is dropped."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        producer.close()
 
 
 class CatalogStore:
@@ -354,7 +341,7 @@ class CatalogStore:
                     self._publish_specs(events, book)
                 offsets, last = self._write(producer, events, states)
             finally:
-                _close(producer)
+                close_writer(producer)
             view = self._view
             assert view is not None
             if not view.wait_for(last[0], last[1], self.timeout):
@@ -396,22 +383,15 @@ class CatalogStore:
                 )
 
     def _become_writer(self) -> Producer:
-        producer = Producer(
-            self.config.kafka.transactional_producer(
-                # One id for every writer of this catalog: a new writer fences the others.
-                f"xiangyun-catalog-writer.{self.topic}",
-                **{"transaction.timeout.ms": 15_000, "linger.ms": 0},
-            )
+        # One id for every writer of this catalog: a new writer fences the others.
+        return become_writer(
+            self.config.kafka,
+            f"xiangyun-catalog-writer.{self.topic}",
+            self.topic,
+            self.timeout,
+            noun="catalog",
+            unavailable=CatalogUnavailable,
         )
-        try:
-            producer.init_transactions(self.timeout)
-        except KafkaException as exc:
-            _close(producer)
-            raise CatalogUnavailable(
-                f"cannot become the writer of the catalog topic {self.topic}: "
-                f"{exc.args[0] if exc.args else exc}; is Kafka up (`xiangyun stack status`)?"
-            ) from exc
-        return producer
 
     def _publish_specs(self, events: list[CatalogEvent], book: CatalogBook) -> None:
         """The specs of the versions the events create or put in force."""
@@ -438,74 +418,28 @@ class CatalogStore:
         its resource's last event) to the snapshot topic, in one transaction. Returns the
         change-log offset of each resource's last event, and the (partition, offset) of the
         last snapshot."""
-        changes: dict[int, int] = {}  # event index → its offset in the change log
-        snapshots: list[tuple[int, int]] = []
-        failures: list[str] = []
-
-        def on_event(i: int) -> Callable[[KafkaError | None, Any], None]:
-            def report(err: KafkaError | None, msg: Any) -> None:
-                if err is not None:
-                    failures.append(str(err))
-                else:
-                    changes[i] = msg.offset()
-
-            return report
-
-        def on_snapshot(err: KafkaError | None, msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
-            else:
-                snapshots.append((msg.partition(), msg.offset()))
-
-        def delivered(what: str, topic: str) -> None:
-            left = producer.flush(self.timeout)
-            if left or failures:
-                producer.abort_transaction(self.timeout)
-                raise CatalogUnavailable(
-                    f"could not write {left or len(failures)} catalog {what} to {topic}: "
-                    f"{failures[:3]}; nothing was changed; is Kafka up (`xiangyun stack status`)?"
-                )
-
         offsets: dict[str, int] = {}
-        try:
-            producer.begin_transaction()
-            for i, ev in enumerate(events):
-                producer.produce(self.changes_topic, ev.to_json(), ev.key, on_delivery=on_event(i))
-            delivered("changes", self.changes_topic)
-            for i, ev in enumerate(events):
-                if i not in changes:
-                    producer.abort_transaction(self.timeout)
-                    raise CatalogUnavailable(
-                        f"no delivery report for a catalog change on {self.changes_topic}; "
-                        f"nothing was changed"
-                    )
-                offsets[ev.resource_id] = changes[i]
-            for st in states:
-                snapshot = CatalogSnapshot(st, offsets[st.id])
-                producer.produce(
-                    self.topic, snapshot.to_json(), snapshot.key, on_delivery=on_snapshot
-                )
-            delivered("snapshots", self.topic)
-            producer.commit_transaction(self.timeout)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() in _FENCED:
-                raise CatalogError(
-                    f"the catalog changed concurrently: another writer took over {self.topic} "
-                    f"while this change was being written, so it was not written; retry"
-                ) from exc
-            if isinstance(err, KafkaError) and err.txn_requires_abort():
-                with contextlib.suppress(KafkaException):
-                    producer.abort_transaction(self.timeout)
-            raise CatalogUnavailable(
-                f"could not write to the catalog topics {self.changes_topic} and {self.topic}: "
-                f"{err or exc}; is Kafka up (`xiangyun stack status`)?"
-            ) from exc
-        if not snapshots:
-            raise CatalogUnavailable(
-                f"no delivery report for the catalog snapshots on {self.topic}"
-            )
-        return offsets, max(snapshots)
+
+        def snapshots(changes: list[int]) -> list[tuple[bytes, bytes]]:
+            for ev, offset in zip(events, changes, strict=True):
+                offsets[ev.resource_id] = offset
+            return [
+                (snap.key, snap.to_json())
+                for snap in (CatalogSnapshot(st, offsets[st.id]) for st in states)
+            ]
+
+        _, last = write_changes(
+            producer,
+            self.changes_topic,
+            [(ev.key, ev.to_json()) for ev in events],
+            self.topic,
+            snapshots,
+            self.timeout,
+            noun="catalog",
+            unavailable=CatalogUnavailable,
+            conflict=CatalogError,
+        )
+        return offsets, last
 
     def _verify(self, states: list[ResourceState], offsets: dict[str, int]) -> None:
         """What the snapshot topic holds now must be our change, or a later change written

@@ -134,6 +134,13 @@ class StreamsConfig:
     #: None: no key configured, the checkpointer cannot run
     audit_key_file: Path | None = None
 
+    #: the starter sharing lists (`xiangyun policy bootstrap`)
+    policy_dir: Path = field(default_factory=xiangyun_data.policy_dir)
+    #: a request for more subjects than this is a bulk copy and needs an approval
+    policy_bulk_threshold: int = 100
+    #: the platform key of keyed-hash masks (HMAC-SHA256); empty: keyed hashes are refused
+    policy_mask_key: str = field(default="", repr=False)
+
     def __post_init__(self) -> None:
         if not 100 <= self.audit_checkpoint_interval_ms <= 3_600_000:
             raise ValueError(

@@ -2,7 +2,8 @@
 
 Pool, schema and catalog snapshot topics are compacted: Kafka keeps the latest value per key,
 so Redis views and agent state can always be rebuilt from Kafka. The catalog change log is
-append-only and kept forever: it is the catalog's history.
+append-only and kept forever: it is the catalog's history. The sharing lists and approvals
+are kept the same way (a compacted state topic and a change log kept forever).
 """
 
 from __future__ import annotations
@@ -88,6 +89,17 @@ class Topics:
         return f"{self.prefix}.access.checkpoints"
 
     @property
+    def policy(self) -> str:
+        """Compacted: ``list/<region>/<kind>`` or ``approval/<id>`` → its current state."""
+        return f"{self.prefix}.policy"
+
+    @property
+    def policy_changes(self) -> str:
+        """Append-only, kept forever: one record per change of a sharing list or an
+        approval (submitted, approved, rejected, granted, revoked, used)."""
+        return f"{self.prefix}.policy.changes"
+
+    @property
     def outcomes(self) -> list[str]:
         """Every topic an ingested record can end in: the pools, superseded, verification,
         rejected."""
@@ -110,6 +122,9 @@ class Topics:
         out[self.catalog_changes] = dict(_KEPT_FOREVER)
         out[self.access] = dict(_KEPT_FOREVER)
         out[self.access_checkpoints] = dict(_KEPT_FOREVER)
+        # The sharing lists and approvals are kept like the catalog.
+        out[self.policy] = dict(_COMPACT)
+        out[self.policy_changes] = dict(_KEPT_FOREVER)
         return out
 
     @property
@@ -122,6 +137,8 @@ class Topics:
                 self.catalog_changes,
                 self.access,
                 self.access_checkpoints,
+                self.policy,
+                self.policy_changes,
             }
         )
 

@@ -19,7 +19,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-DATA = {"schemas": "xiangyun_data/schemas", "catalog": "xiangyun_data/catalog"}
+DATA = {
+    "schemas": "xiangyun_data/schemas",
+    "catalog": "xiangyun_data/catalog",
+    "policy": "xiangyun_data/policy",
+}
 DATA_FILES = {".avsc", ".yaml", ".yml", ".json"}
 SKIP = shutil.ignore_patterns(
     ".git", ".stack", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".venv", "tests"
