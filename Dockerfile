@@ -23,6 +23,7 @@ COPY connectors ./connectors
 COPY monitoring ./monitoring
 COPY schemas ./schemas
 COPY catalog ./catalog
+COPY units ./units
 COPY stack ./stack
 RUN pip install .
 

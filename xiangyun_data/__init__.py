@@ -1,17 +1,18 @@
-"""Where the files that ship with Xiangyun are: Avro schemas, starter catalog, stack files.
+"""Where the files that ship with Xiangyun are: Avro schemas, starter catalog, starter unit
+register, stack files.
 
-The repository keeps them in top-level folders (``schemas/avro/``, ``catalog/``,
-``stack/``). The wheel maps those folders into this package (``[tool.setuptools.package-dir]``
-of ``pyproject.toml``), so an installed copy finds them next to this file; a source checkout
-(and the editable install ``make`` uses) finds them in the checkout. Every default that names
-one of these folders comes from here.
+The repository keeps them in top-level folders (``schemas/avro/``, ``catalog/``, ``units/``,
+``stack/``). The wheel maps those folders into this package
+(``[tool.setuptools.package-dir]`` of ``pyproject.toml``), so an installed copy finds them
+next to this file; a source checkout (and the editable install ``make`` uses) finds them in
+the checkout. Every default that names one of these folders comes from here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CHECKOUT", "catalog_dir", "schema_dir", "shipped", "stack_dir"]
+__all__ = ["CHECKOUT", "catalog_dir", "schema_dir", "shipped", "stack_dir", "units_dir"]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -20,8 +21,8 @@ CHECKOUT: Path | None = _HERE.parent if (_HERE.parent / "pyproject.toml").is_fil
 
 
 def shipped(name: str) -> Path:
-    """The shipped folder ``name`` (``schemas``, ``catalog`` or ``stack``): in the checkout
-    when running from one, else the copy installed inside this package."""
+    """The shipped folder ``name`` (``schemas``, ``catalog``, ``units`` or ``stack``): in the
+    checkout when running from one, else the copy installed inside this package."""
     return (CHECKOUT or _HERE) / name
 
 
@@ -33,6 +34,11 @@ def schema_dir() -> Path:
 def catalog_dir() -> Path:
     """The starter catalog (provincial and city entries)."""
     return shipped("catalog")
+
+
+def units_dir() -> Path:
+    """The starter unit register (provincial departments, cities and their bodies)."""
+    return shipped("units")
 
 
 def stack_dir() -> Path:

@@ -44,17 +44,14 @@ writes) is counted in :attr:`CatalogStore.errors` and logged; following goes on.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaException, Producer
 
 from streams.catalog.model import (
     Catalog,
@@ -73,10 +70,13 @@ from streams.catalog.review import (
     ResourceHistory,
     ResourceState,
 )
+from streams.kafka.changelog import ChangeLogWriter, close_writer, read_log
 from streams.kafka.config import StreamsConfig
 from streams.kafka.follower import CompactedView, ViewError
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import CATALOG_MAX_MESSAGE_BYTES, Topics, ensure_topics
+from streams.kafka.units_store import UnitsStore, UnitsUnavailable
+from streams.units.model import UnitError, UnitRegister
 from streams.wire.codec import Schema, SchemaRegistry
 
 __all__ = ["MAX_EVENT_BYTES", "CatalogStore", "CatalogUnavailable"]
@@ -90,11 +90,6 @@ MAX_EVENT_BYTES = CATALOG_MAX_MESSAGE_BYTES - 16 * 1024
 #: a command: run on a copy of the book at a time (ms), returns the events to write
 Command = Callable[[CatalogBook, int], list[CatalogEvent]]
 
-_FENCED = {
-    KafkaError._FENCED,
-    KafkaError.PRODUCER_FENCED,
-    KafkaError.INVALID_PRODUCER_EPOCH,
-}
 #: a change-log offset no record has: sizes a snapshot before its offset is known
 _ANY_OFFSET = 2**62
 
@@ -107,18 +102,17 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _close(producer: Producer) -> None:
-    """Close a writer; a fenced one cannot abort its transaction and need not (the broker
-    already aborted it), so the client's warning about that is dropped."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        producer.close()
+_close = close_writer
 
 
 class CatalogStore:
     """The Kafka-backed catalog: a :class:`~streams.ingest.runtime.CatalogSource` and its writer.
 
     Nothing touches Kafka until :meth:`start` (commands start the store themselves).
+    ``units`` is the unit register submissions and approvals are checked against: by default
+    a :class:`~streams.kafka.units_store.UnitsStore` of the same topics (read only when an
+    entry is validated; closed with this store); a fixed
+    :class:`~streams.units.model.UnitRegister` for tests.
     ``schema_loader`` reads the collection specs of submissions (default: the files below
     ``config.schema_dir``); a running catalog never reads spec files: :meth:`spec` gives
     the spec stored with the version. ``timeout`` bounds every wait on Kafka, in seconds.
@@ -132,6 +126,7 @@ class CatalogStore:
         reviewers: Iterable[str] = (DATA_BUREAU,),
         timeout: float = 30.0,
         clock: Callable[[], int] = _now_ms,
+        units: UnitsStore | UnitRegister | None = None,
     ) -> None:
         self.config = config
         self.topics = Topics.of(config)
@@ -139,8 +134,25 @@ class CatalogStore:
         self.changes_topic = self.topics.catalog_changes  # the history
         self.timeout = timeout
         self._clock = clock
+        self._owns_units = units is None
+        self.units: UnitsStore | UnitRegister = (
+            UnitsStore(config, timeout=timeout) if units is None else units
+        )
         self._book = CatalogBook(
-            schema_loader or schema_file_loader(config.schema_dir), reviewers=reviewers
+            schema_loader or schema_file_loader(config.schema_dir),
+            reviewers=reviewers,
+            units=self._units_now,
+        )
+        self._writer = ChangeLogWriter(
+            config.kafka,
+            # One id for every writer of this catalog: a new writer fences the others.
+            transactional_id=f"xiangyun-catalog-writer.{self.topic}",
+            changes_topic=self.changes_topic,
+            snapshot_topic=self.topic,
+            noun="catalog",
+            conflict=CatalogError,
+            unavailable=CatalogUnavailable,
+            timeout=timeout,
         )
         self._catalog = Catalog()
         self._offsets: dict[str, int] = {}  # per resource: the last change its snapshot covers
@@ -190,6 +202,19 @@ class CatalogStore:
             self.errors += 1
             log.error("catalog topic %s: record with key %r ignored: %s", self.topic, key, exc)
 
+    def _units_now(self) -> UnitRegister:
+        """The unit register as it stands now (read when a command validates an entry)."""
+        units = self.units
+        if isinstance(units, UnitRegister):
+            return units
+        try:
+            units.sync()
+        except UnitsUnavailable as exc:
+            raise CatalogUnavailable(
+                f"cannot check departments and providers against the unit register: {exc}"
+            ) from exc
+        return units.current()
+
     def current(self) -> Catalog:
         """The catalog as last read: per resource its version in force, else its latest.
         Never mutated once returned; empty before :meth:`start`."""
@@ -216,31 +241,20 @@ class CatalogStore:
     def history(self, resource_id: str, timeout: float | None = None) -> ResourceHistory | None:
         """Every version and the whole history of one resource, replayed from its events in
         the change log (read from the start to its current end); None if it has none."""
-        events: list[CatalogEvent] = []
-        bad: list[str] = []
-        wanted = resource_id.encode()
-
-        def collect(key: bytes, value: bytes | None) -> None:
-            if key != wanted:
-                return
-            try:
-                if value is None:
-                    raise CatalogError("tombstone")
-                events.append(CatalogEvent.from_json(value))
-            except CatalogError as exc:
-                bad.append(str(exc))
-
-        view = CompactedView(self.config.kafka, self.changes_topic, collect)
         try:
-            view.start(self.timeout if timeout is None else timeout)
+            events, bad = read_log(
+                self.config.kafka,
+                self.changes_topic,
+                resource_id,
+                CatalogEvent.from_json,
+                self.timeout if timeout is None else timeout,
+            )
         except (ViewError, KafkaException) as exc:
             raise CatalogUnavailable(
                 f"cannot read the catalog change log {self.changes_topic}: {exc}; is Kafka up "
                 f"(`xiangyun stack status`) and the catalog bootstrapped "
                 f"(`xiangyun catalog bootstrap`)?"
             ) from exc
-        finally:
-            view.stop()
         if bad:
             log.error(
                 "change log %s: %d records of %s ignored: %s",
@@ -274,6 +288,8 @@ class CatalogStore:
             if self._view is not None:
                 self._view.stop()
                 self._view = None
+        if self._owns_units and isinstance(self.units, UnitsStore):
+            self.units.close()
 
     def __enter__(self) -> CatalogStore:
         return self
@@ -328,8 +344,20 @@ class CatalogStore:
         """Load the starter catalog (``config.catalog_dir``): the resources not yet in the
         catalog are submitted by their departments and approved by the data bureau, in one
         transaction. Resources already there are left alone (the topics, not the files, are
-        the source of truth), so a second run writes nothing."""
+        the source of truth), so a second run writes nothing.
+
+        The catalog checks departments and providers against the unit register, so a store
+        that reads the register from Kafka loads the starter register first
+        (:meth:`UnitsStore.bootstrap <streams.kafka.units_store.UnitsStore.bootstrap>`, as
+        idempotent)."""
         ensure_topics(self.config, self.topics, timeout=self.timeout)
+        if isinstance(self.units, UnitsStore):
+            try:
+                self.units.bootstrap()
+            except UnitError as exc:
+                raise CatalogError(f"the starter unit register cannot be loaded: {exc}") from exc
+            except UnitsUnavailable as exc:
+                raise CatalogUnavailable(str(exc)) from exc
         entries = list(Catalog.from_dir(directory or self.config.catalog_dir))
         reviewer = DATA_BUREAU if DATA_BUREAU in self._book.reviewers else min(self._book.reviewers)
         return self._command(
@@ -396,22 +424,7 @@ class CatalogStore:
                 )
 
     def _become_writer(self) -> Producer:
-        producer = Producer(
-            self.config.kafka.transactional_producer(
-                # One id for every writer of this catalog: a new writer fences the others.
-                f"xiangyun-catalog-writer.{self.topic}",
-                **{"transaction.timeout.ms": 15_000, "linger.ms": 0},
-            )
-        )
-        try:
-            producer.init_transactions(self.timeout)
-        except KafkaException as exc:
-            _close(producer)
-            raise CatalogUnavailable(
-                f"cannot become the writer of the catalog topic {self.topic}: "
-                f"{exc.args[0] if exc.args else exc}; is Kafka up (`xiangyun stack status`)?"
-            ) from exc
-        return producer
+        return self._writer.become()
 
     def _publish_specs(self, events: list[CatalogEvent], book: CatalogBook) -> None:
         """The specs of the versions the events create or put in force."""
@@ -438,74 +451,13 @@ class CatalogStore:
         its resource's last event) to the snapshot topic, in one transaction. Returns the
         change-log offset of each resource's last event, and the (partition, offset) of the
         last snapshot."""
-        changes: dict[int, int] = {}  # event index → its offset in the change log
-        snapshots: list[tuple[int, int]] = []
-        failures: list[str] = []
-
-        def on_event(i: int) -> Callable[[KafkaError | None, Any], None]:
-            def report(err: KafkaError | None, msg: Any) -> None:
-                if err is not None:
-                    failures.append(str(err))
-                else:
-                    changes[i] = msg.offset()
-
-            return report
-
-        def on_snapshot(err: KafkaError | None, msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
-            else:
-                snapshots.append((msg.partition(), msg.offset()))
-
-        def delivered(what: str, topic: str) -> None:
-            left = producer.flush(self.timeout)
-            if left or failures:
-                producer.abort_transaction(self.timeout)
-                raise CatalogUnavailable(
-                    f"could not write {left or len(failures)} catalog {what} to {topic}: "
-                    f"{failures[:3]}; nothing was changed; is Kafka up (`xiangyun stack status`)?"
-                )
-
-        offsets: dict[str, int] = {}
-        try:
-            producer.begin_transaction()
-            for i, ev in enumerate(events):
-                producer.produce(self.changes_topic, ev.to_json(), ev.key, on_delivery=on_event(i))
-            delivered("changes", self.changes_topic)
-            for i, ev in enumerate(events):
-                if i not in changes:
-                    producer.abort_transaction(self.timeout)
-                    raise CatalogUnavailable(
-                        f"no delivery report for a catalog change on {self.changes_topic}; "
-                        f"nothing was changed"
-                    )
-                offsets[ev.resource_id] = changes[i]
-            for st in states:
-                snapshot = CatalogSnapshot(st, offsets[st.id])
-                producer.produce(
-                    self.topic, snapshot.to_json(), snapshot.key, on_delivery=on_snapshot
-                )
-            delivered("snapshots", self.topic)
-            producer.commit_transaction(self.timeout)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() in _FENCED:
-                raise CatalogError(
-                    f"the catalog changed concurrently: another writer took over {self.topic} "
-                    f"while this change was being written, so it was not written; retry"
-                ) from exc
-            if isinstance(err, KafkaError) and err.txn_requires_abort():
-                with contextlib.suppress(KafkaException):
-                    producer.abort_transaction(self.timeout)
-            raise CatalogUnavailable(
-                f"could not write to the catalog topics {self.changes_topic} and {self.topic}: "
-                f"{err or exc}; is Kafka up (`xiangyun stack status`)?"
-            ) from exc
-        if not snapshots:
-            raise CatalogUnavailable(
-                f"no delivery report for the catalog snapshots on {self.topic}"
-            )
-        return offsets, max(snapshots)
+        return self._writer.write(
+            producer,
+            [(ev.resource_id, ev.to_json()) for ev in events],
+            lambda offsets: [
+                (st.id, CatalogSnapshot(st, offsets[st.id]).to_json()) for st in states
+            ],
+        )
 
     def _verify(self, states: list[ResourceState], offsets: dict[str, int]) -> None:
         """What the snapshot topic holds now must be our change, or a later change written

@@ -1,8 +1,8 @@
 """Topic names and their creation: one home for every topic the exchange uses.
 
-Pool, schema and catalog snapshot topics are compacted: Kafka keeps the latest value per key,
-so Redis views and agent state can always be rebuilt from Kafka. The catalog change log is
-append-only and kept forever: it is the catalog's history.
+Pool, schema, catalog and unit-register snapshot topics are compacted: Kafka keeps the latest
+value per key, so Redis views and agent state can always be rebuilt from Kafka. The change logs
+of the catalog and of the unit register are append-only and kept forever: they are the history.
 """
 
 from __future__ import annotations
@@ -77,6 +77,16 @@ class Topics:
         return f"{self.prefix}.catalog.changes"
 
     @property
+    def units(self) -> str:
+        """Compacted: unit code → its current state in the unit register (a bounded snapshot)."""
+        return f"{self.prefix}.units"
+
+    @property
+    def units_changes(self) -> str:
+        """Append-only, kept forever: one record per change of the unit register, by code."""
+        return f"{self.prefix}.units.changes"
+
+    @property
     def outcomes(self) -> list[str]:
         """Every topic an ingested record can end in: the pools, superseded, verification,
         rejected."""
@@ -97,6 +107,8 @@ class Topics:
         # Catalog records are bounded (one change; one resource's snapshot): default limits.
         out[self.catalog] = dict(_COMPACT)
         out[self.catalog_changes] = dict(_KEPT_FOREVER)
+        out[self.units] = dict(_COMPACT)
+        out[self.units_changes] = dict(_KEPT_FOREVER)
         return out
 
 
@@ -112,12 +124,15 @@ def ensure_topics(
     for name, topic_config in wanted.items():
         if name in existing:
             continue
-        # Schemas and catalog are small and must stay ordered: one partition.
-        parts = (
-            1
-            if name in (topics.schemas, topics.catalog, topics.catalog_changes)
-            else config.partitions
+        # Schemas, catalog and unit register are small and must stay ordered: one partition.
+        single = (
+            topics.schemas,
+            topics.catalog,
+            topics.catalog_changes,
+            topics.units,
+            topics.units_changes,
         )
+        parts = 1 if name in single else config.partitions
         new.append(NewTopic(name, num_partitions=parts, replication_factor=1, config=topic_config))
     if not new:
         return
