@@ -1,4 +1,5 @@
-"""The ``xiangyun`` command line: stack, worker, demo, bench, topics, config, catalog, pools."""
+"""The ``xiangyun`` command line: stack, worker, demo, bench, topics, config, catalog, units,
+pools."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 from xiangyun.catalog_cli import add_catalog_parser, bootstrap_catalog
 from xiangyun.pools_cli import add_pools_parser
 from xiangyun.settings import ConfigError, Settings
+from xiangyun.units_cli import add_units_parser, bootstrap_units
 
 __all__ = ["main"]
 
@@ -35,7 +37,9 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     print(f"state folder: {settings.state_dir}")
     ok = all(st.answering for st in statuses)
     if ok and args.verb == "up":
-        # Workers only follow the catalog topic: make sure it holds the starter catalog.
+        # Workers only follow the catalog topic: make sure it holds the starter catalog,
+        # and the unit register the catalog is checked against (units first).
+        print(bootstrap_units(settings))
         print(bootstrap_catalog(settings))
     return 0 if ok else 1
 
@@ -148,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(handler=_config)
 
     add_catalog_parser(sub)
+    add_units_parser(sub)
     add_pools_parser(sub)
     return p
 

@@ -141,7 +141,7 @@ class CatalogStore:
         self._book = CatalogBook(
             schema_loader or schema_file_loader(config.schema_dir),
             reviewers=reviewers,
-            units=self._units_now,
+            units=self.unit_register,
         )
         self._writer = ChangeLogWriter(
             config.kafka,
@@ -202,7 +202,7 @@ class CatalogStore:
             self.errors += 1
             log.error("catalog topic %s: record with key %r ignored: %s", self.topic, key, exc)
 
-    def _units_now(self) -> UnitRegister:
+    def unit_register(self) -> UnitRegister:
         """The unit register as it stands now (read when a command validates an entry)."""
         units = self.units
         if isinstance(units, UnitRegister):
