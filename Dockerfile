@@ -24,6 +24,7 @@ COPY monitoring ./monitoring
 COPY schemas ./schemas
 COPY catalog ./catalog
 COPY policy ./policy
+COPY units ./units
 COPY stack ./stack
 RUN pip install .
 

@@ -128,7 +128,8 @@ def add_catalog_parser(subparsers: Any) -> None:
     e = verbs.add_parser(
         "export-dcat",
         help="export the approved catalog as DCAT-AP (JSON-LD)",
-        description="The resources in force as one DCAT-AP dcat:Catalog in JSON-LD.",
+        description="The resources in force as one DCAT-AP dcat:Catalog in JSON-LD; "
+        "publishers and creators are named by their names in the unit register.",
     )
     e.add_argument("--out", type=Path, metavar="FILE", help="write to FILE (default: stdout)")
     e.add_argument(
@@ -139,8 +140,9 @@ def add_catalog_parser(subparsers: Any) -> None:
         "bootstrap",
         help="load the starter catalog into the catalog topic",
         description="Submit and approve the starter catalog (XIANGYUN_CATALOG_DIR) for the "
-        "resources not yet in the catalog topic. Idempotent: resources already there are "
-        "left alone. `xiangyun stack up`, `demo` and `bench` do this themselves.",
+        "resources not yet in the catalog topic, after loading the starter unit register "
+        "(XIANGYUN_UNITS_DIR) the same way. Idempotent: what is already there is left alone. "
+        "`xiangyun stack up`, `demo` and `bench` do this themselves.",
     )
     b.add_argument(
         "--dir", type=Path, metavar="DIR", help="starter catalog (default: XIANGYUN_CATALOG_DIR)"
@@ -267,7 +269,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 def _export(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings) as store:
         store.start()
-        doc = to_dcat_ap(store.current(), args.base_uri)
+        doc = to_dcat_ap(store.current(), args.base_uri, units=store.unit_register())
     text = json.dumps(doc, ensure_ascii=False, indent=2)
     if args.out is None:
         print(text)

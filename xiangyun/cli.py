@@ -1,5 +1,5 @@
-"""The ``xiangyun`` command line: stack, worker, demo, bench, topics, config, catalog, pools,
-audit, policy, approvals, exchange."""
+"""The ``xiangyun`` command line: stack, worker, demo, bench, topics, config, catalog, units,
+pools, audit, policy, approvals, exchange."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from xiangyun.catalog_cli import add_catalog_parser, bootstrap_catalog
 from xiangyun.policy_cli import add_policy_parsers, bootstrap_policy
 from xiangyun.pools_cli import add_pools_parser
 from xiangyun.settings import ConfigError, Settings
+from xiangyun.units_cli import add_units_parser, bootstrap_units
 
 __all__ = ["main"]
 
@@ -38,8 +39,10 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     print(f"state folder: {settings.state_dir}")
     ok = all(st.answering for st in statuses)
     if ok and args.verb == "up":
-        # Workers only follow the catalog topic: make sure it holds the starter catalog
-        # (and the policy topic the starter sharing lists).
+        # Workers only follow the catalog topic: make sure it holds the starter catalog,
+        # the unit register the catalog is checked against (units first), and the policy
+        # topic the starter sharing lists.
+        print(bootstrap_units(settings))
         print(bootstrap_catalog(settings))
         print(bootstrap_policy(settings))
     return 0 if ok else 1
@@ -175,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(handler=_config)
 
     add_catalog_parser(sub)
+    add_units_parser(sub)
     add_pools_parser(sub)
     add_audit_parser(sub)
     add_policy_parsers(sub)

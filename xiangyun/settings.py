@@ -67,6 +67,7 @@ class Settings:
     state_dir: Path = field(default_factory=_default_state_dir)
     schema_dir: Path = field(default_factory=xiangyun_data.schema_dir)
     catalog_dir: Path = field(default_factory=xiangyun_data.catalog_dir)
+    units_dir: Path = field(default_factory=xiangyun_data.units_dir)
     kafka_heap: str = "1g"
     batch_size: int = 2000
     log_level: str = "WARNING"
@@ -178,6 +179,7 @@ class Settings:
             batch_size=self.batch_size,
             schema_dir=self.schema_dir,
             catalog_dir=self.catalog_dir,
+            units_dir=self.units_dir,
             redis_url=self.redis_url,
             log_level=self.log_level,
             metrics_port=self.metrics_port,

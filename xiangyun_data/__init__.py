@@ -1,19 +1,26 @@
-"""Where the files that ship with Xiangyun are: Avro schemas, starter catalog and
-sharing lists, stack files.
+"""Where the files that ship with Xiangyun are: Avro schemas, starter catalog, starter unit
+register and sharing lists, stack files.
 
-The repository keeps them in top-level folders (``schemas/avro/``, ``catalog/``,
+The repository keeps them in top-level folders (``schemas/avro/``, ``catalog/``, ``units/``,
 ``policy/``, ``stack/``). The wheel maps those folders into this package
 (``[tool.setuptools.package-dir]`` of ``pyproject.toml``), so an installed copy finds them
 next to this file; a source checkout (and the editable install ``make`` uses) finds them in
-the checkout. Every default that names
-one of these folders comes from here.
+the checkout. Every default that names one of these folders comes from here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CHECKOUT", "catalog_dir", "policy_dir", "schema_dir", "shipped", "stack_dir"]
+__all__ = [
+    "CHECKOUT",
+    "catalog_dir",
+    "policy_dir",
+    "schema_dir",
+    "shipped",
+    "stack_dir",
+    "units_dir",
+]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -22,8 +29,9 @@ CHECKOUT: Path | None = _HERE.parent if (_HERE.parent / "pyproject.toml").is_fil
 
 
 def shipped(name: str) -> Path:
-    """The shipped folder ``name`` (``schemas``, ``catalog``, ``policy`` or ``stack``): in
-    the checkout when running from one, else the copy installed inside this package."""
+    """The shipped folder ``name`` (``schemas``, ``catalog``, ``units``, ``policy`` or
+    ``stack``): in the checkout when running from one, else the copy installed inside this
+    package."""
     return (CHECKOUT or _HERE) / name
 
 
@@ -40,6 +48,11 @@ def catalog_dir() -> Path:
 def policy_dir() -> Path:
     """The starter sharing lists (the province's responsibility, demand and negative lists)."""
     return shipped("policy")
+
+
+def units_dir() -> Path:
+    """The starter unit register (provincial departments, cities and their bodies)."""
+    return shipped("units")
 
 
 def stack_dir() -> Path:

@@ -14,6 +14,9 @@ The version is given as ``dcat:version`` (DCAT 3 / DCAT-AP 3) and ``owl:versionI
 (DCAT-AP 2); ADMS has no ``adms:version`` property (only ``adms:versionNotes``). Terms
 without a DCAT-AP equivalent (share attribute, legal bases, consent, provider) use the
 platform's own ``xy:`` namespace below ``base_uri``.
+
+Given the unit register, publishers and creators are named by their registered names
+(``foaf:name`` 吉林省公安厅, the code as ``dct:identifier``); without it, by their codes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 from streams.catalog.model import Catalog, OpenAttribute, Resource, ShareAttribute
 from streams.core.pools import Pool
 from streams.core.regions import PROVINCE
+from streams.units.model import UnitRegister
+from streams.units.review import DATA_BUREAU
 
 __all__ = [
     "ACCESS_RIGHTS",
@@ -79,7 +84,15 @@ def _ref(uri: str) -> dict[str, str]:
     return {"@id": uri}
 
 
-def _dataset(r: Resource, base: str) -> dict[str, Any]:
+def _agent(code: str, base: str, units: UnitRegister | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"@id": f"{base}agent/{code}", "@type": "foaf:Agent", "foaf:name": code}
+    if units is not None:
+        out["foaf:name"] = units.name_of(code)
+        out["dct:identifier"] = code
+    return out
+
+
+def _dataset(r: Resource, base: str, units: UnitRegister | None = None) -> dict[str, Any]:
     pool = {
         "@id": f"{base}pool/{r.pool.value}",
         "@type": "skos:Concept",
@@ -99,16 +112,8 @@ def _dataset(r: Resource, base: str) -> dict[str, Any]:
             f"{r.name}: provided by {r.provider} under the responsibility of {r.department}, "
             f"collected into the {r.pool.value} pool"
         ),
-        "dct:publisher": {
-            "@id": f"{base}agent/{r.department}",
-            "@type": "foaf:Agent",
-            "foaf:name": r.department,
-        },
-        "dct:creator": {
-            "@id": f"{base}agent/{r.provider}",
-            "@type": "foaf:Agent",
-            "foaf:name": r.provider,
-        },
+        "dct:publisher": _agent(r.department, base, units),
+        "dct:creator": _agent(r.provider, base, units),
         "dct:spatial": {
             "@id": f"{base}region/{r.region}",
             "@type": "dct:Location",
@@ -135,12 +140,16 @@ def _dataset(r: Resource, base: str) -> dict[str, Any]:
     return out
 
 
-def to_dcat_ap(catalog: Catalog, base_uri: str = DEFAULT_BASE_URI) -> dict[str, Any]:
+def to_dcat_ap(
+    catalog: Catalog, base_uri: str = DEFAULT_BASE_URI, units: UnitRegister | None = None
+) -> dict[str, Any]:
     """The resources in force in ``catalog`` as a DCAT-AP ``dcat:Catalog`` (JSON-LD),
-    datasets ordered by identifier so the output is stable."""
+    datasets ordered by identifier so the output is stable; ``units`` names the publishers
+    by their registered names."""
     base = base_uri if base_uri.endswith("/") else base_uri + "/"
     context = {**CONTEXT, "xy": f"{base}ns#"}
-    datasets = [_dataset(r, base) for r in sorted(catalog, key=lambda r: r.id) if r.in_force]
+    datasets = [_dataset(r, base, units) for r in sorted(catalog, key=lambda r: r.id) if r.in_force]
+    bureau = units.in_force(DATA_BUREAU) if units is not None else None
     return {
         "@context": context,
         "@id": f"{base}catalog",
@@ -153,7 +162,10 @@ def to_dcat_ap(catalog: Catalog, base_uri: str = DEFAULT_BASE_URI) -> dict[str, 
         "dct:publisher": {
             "@id": f"{base}agent/data-bureau",
             "@type": "foaf:Agent",
-            "foaf:name": "Jilin Provincial Government Services and Digitalization Bureau",
+            "foaf:name": bureau.name
+            if bureau is not None
+            else "Jilin Provincial Government Services and Digitalization Bureau",
+            **({"dct:identifier": DATA_BUREAU} if bureau is not None else {}),
         },
         "dct:spatial": {
             "@id": f"{base}region/{PROVINCE}",

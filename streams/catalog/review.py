@@ -29,7 +29,7 @@ to its real book once the write is acknowledged.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -40,6 +40,8 @@ from fastavro.schema import to_parsing_canonical_form
 from streams.catalog.model import Catalog, CatalogError, Resource, SchemaLoader, Status, load_spec
 from streams.catalog.validation import validate_entry
 from streams.core.regions import PROVINCE
+from streams.units.model import UnitRegister
+from streams.units.review import DATA_BUREAU
 from streams.wire.codec import fingerprint64
 
 __all__ = [
@@ -57,8 +59,6 @@ __all__ = [
     "spec_fingerprint",
 ]
 
-#: the provincial data bureau (省政务服务和数字化局), the default reviewer
-DATA_BUREAU = "220000-ZSJ"
 #: the record formats of the change log and of the snapshot topic (1 was the full state
 #: with the whole history in every record)
 EVENT_FORMAT = 2
@@ -465,6 +465,10 @@ class CatalogBook:
     (the data bureau by default). A department submits and drafts its own entries: the
     actor must be the entry's department (or the one already responsible for the
     resource), or a reviewer.
+
+    ``units`` gives the unit register (read when an entry is validated): submissions and
+    approvals are refused unless department and provider are registered units. A book
+    without it does not check units (a pure book in tests; the Kafka store always has one).
     """
 
     def __init__(
@@ -472,9 +476,11 @@ class CatalogBook:
         schema_loader: SchemaLoader | None = None,
         *,
         reviewers: Iterable[str] = (DATA_BUREAU,),
+        units: Callable[[], UnitRegister] | None = None,
     ) -> None:
         self.schema_loader = schema_loader
         self.reviewers = frozenset(reviewers)
+        self.units = units
         self._states: dict[str, ResourceState] = {}
 
     # -- reading -------------------------------------------------------------------------
@@ -494,7 +500,7 @@ class CatalogBook:
         return {s.id: v.spec for s in self._states.values() if (v := s.in_force) is not None}
 
     def copy(self) -> CatalogBook:
-        other = CatalogBook(self.schema_loader, reviewers=self.reviewers)
+        other = CatalogBook(self.schema_loader, reviewers=self.reviewers, units=self.units)
         other._states = dict(self._states)
         return other
 
@@ -547,6 +553,7 @@ class CatalogBook:
             self.schema_loader or _no_loader,
             specs=self.specs(),
             spec=pending.spec,
+            units=self.units() if self.units is not None else None,
         )
         current = state.in_force
         change = self._change(
@@ -696,7 +703,13 @@ class CatalogBook:
         resource = replace(entry, status=status, version=number)
         loader = self._loader()
         if status is Status.SUBMITTED:
-            validate_entry(resource, self.catalog(), loader, specs=self.specs())
+            validate_entry(
+                resource,
+                self.catalog(),
+                loader,
+                specs=self.specs(),
+                units=self.units() if self.units is not None else None,
+            )
         try:  # read once more for the record: validate_entry accepted it just now
             spec = load_spec(resource, loader)
         except CatalogError:

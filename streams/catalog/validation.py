@@ -1,5 +1,7 @@
-"""Validation of catalog entries (目录审核规则), articles 14 to 16: see :mod:`streams.catalog.model`
-for the rules; :func:`validate_entry` is the check an entry passes before it may go in force."""
+"""Validation of catalog entries (目录审核规则), articles 14 to 16 and 22: see
+:mod:`streams.catalog.model` for the rules; :func:`validate_entry` is the check an entry passes
+before it may go in force. Given the unit register, it also refuses an entry whose department
+or provider is not a registered unit (article 22: a named, answerable body)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from streams.catalog.model import (
 )
 from streams.catalog.spec import SpecError, compile_rules
 from streams.core.regions import CITIES, PROVINCE
+from streams.units.model import UnitKind, UnitRegister
 from streams.wire.compat import check_backward
 
 __all__ = ["validate_entry"]
@@ -46,6 +49,7 @@ def validate_entry(
     *,
     specs: Mapping[str, Mapping[str, Any]] | None = None,
     spec: Mapping[str, Any] | None = None,
+    units: UnitRegister | None = None,
 ) -> None:
     """Raise :class:`CatalogError` naming everything to fix before ``entry`` may go in force.
 
@@ -55,9 +59,13 @@ def validate_entry(
     read with ``schema_loader``. Pass them when a spec file may have been edited in place,
     or the compatibility check would compare the new file with itself. ``spec`` is the
     entry's own spec when it is already known (e.g. the one recorded at submission), else
-    it is read with ``schema_loader``.
+    it is read with ``schema_loader``. ``units`` is the unit register: the department and the
+    provider must be units in force there (not commissioned third parties, which collect on
+    a department's behalf); without it (a bare book in tests) units are not checked.
     """
     problems = _attribute_problems(entry) + _region_problems(entry, catalog)
+    if units is not None:
+        problems += _unit_problems(entry, units)
     try:
         spec = load_spec(entry, schema_loader if spec is None else _given(spec))
     except CatalogError as exc:
@@ -142,6 +150,29 @@ def _region_problems(e: Resource, catalog: Catalog) -> list[str]:
             f"department {e.department!r}: a city supplementary entry is compiled by a "
             f"body of that city, coded '{e.region}-...'"
         )
+    return out
+
+
+def _unit_problems(e: Resource, units: UnitRegister) -> list[str]:
+    out: list[str] = []
+    for label, code in (("department", e.department), ("provider", e.provider)):
+        if not code.strip():
+            continue  # reported as empty
+        unit = units.in_force(code)
+        if unit is None:
+            known = units.get(code)
+            state = f" (it is {known.status.value}, not approved)" if known is not None else ""
+            out.append(
+                f"{label} {code!r} is not a registered unit{state}: name a unit of the "
+                f"register (`xiangyun units list`), or have it registered first "
+                f"(`xiangyun units submit FILE`, approved by the data bureau)"
+            )
+        elif unit.kind is UnitKind.THIRD_PARTY:
+            out.append(
+                f"{label} {code!r} ({unit.name}) is a commissioned third party: it collects "
+                f"on behalf of {unit.parent}, which stays responsible (article 17); name "
+                f"{unit.parent} and allow the COMMISSIONED channel"
+            )
     return out
 
 

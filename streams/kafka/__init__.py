@@ -1,5 +1,5 @@
 """Kafka plumbing: the one client configuration, topics, compacted-topic followers, the
-schema topic, consumer lag, and the Kafka-backed catalog store.
+schema topic, consumer lag, and the Kafka-backed catalog and unit register stores.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from streams.kafka.follower import CompactedView, ViewError
 from streams.kafka.lag import group_lag
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import CATALOG_MAX_MESSAGE_BYTES, Topics, ensure_topics
+from streams.kafka.units_store import UnitsStore, UnitsUnavailable
 
 __all__ = [
     "CATALOG_MAX_MESSAGE_BYTES",
@@ -27,6 +28,8 @@ __all__ = [
     "SchemaTopic",
     "StreamsConfig",
     "Topics",
+    "UnitsStore",
+    "UnitsUnavailable",
     "ViewError",
     "ensure_topics",
     "group_lag",

@@ -70,11 +70,13 @@ from streams.catalog.review import (
     ResourceHistory,
     ResourceState,
 )
+from streams.kafka.changelog import ChangeLogWriter, close_writer, read_log
 from streams.kafka.config import StreamsConfig
 from streams.kafka.follower import CompactedView, ViewError
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import CATALOG_MAX_MESSAGE_BYTES, Topics, ensure_topics
-from streams.kafka.txlog import become_writer, close_writer, write_changes
+from streams.kafka.units_store import UnitsStore, UnitsUnavailable
+from streams.units.model import UnitError, UnitRegister
 from streams.wire.codec import Schema, SchemaRegistry
 
 __all__ = ["MAX_EVENT_BYTES", "CatalogStore", "CatalogUnavailable"]
@@ -88,8 +90,6 @@ MAX_EVENT_BYTES = CATALOG_MAX_MESSAGE_BYTES - 16 * 1024
 #: a command: run on a copy of the book at a time (ms), returns the events to write
 Command = Callable[[CatalogBook, int], list[CatalogEvent]]
 
-#: closes a writer (the helper's old name here)
-_close = close_writer
 #: a change-log offset no record has: sizes a snapshot before its offset is known
 _ANY_OFFSET = 2**62
 
@@ -102,10 +102,17 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_close = close_writer
+
+
 class CatalogStore:
     """The Kafka-backed catalog: a :class:`~streams.ingest.runtime.CatalogSource` and its writer.
 
     Nothing touches Kafka until :meth:`start` (commands start the store themselves).
+    ``units`` is the unit register submissions and approvals are checked against: by default
+    a :class:`~streams.kafka.units_store.UnitsStore` of the same topics (read only when an
+    entry is validated; closed with this store); a fixed
+    :class:`~streams.units.model.UnitRegister` for tests.
     ``schema_loader`` reads the collection specs of submissions (default: the files below
     ``config.schema_dir``); a running catalog never reads spec files: :meth:`spec` gives
     the spec stored with the version. ``timeout`` bounds every wait on Kafka, in seconds.
@@ -119,6 +126,7 @@ class CatalogStore:
         reviewers: Iterable[str] = (DATA_BUREAU,),
         timeout: float = 30.0,
         clock: Callable[[], int] = _now_ms,
+        units: UnitsStore | UnitRegister | None = None,
     ) -> None:
         self.config = config
         self.topics = Topics.of(config)
@@ -126,8 +134,25 @@ class CatalogStore:
         self.changes_topic = self.topics.catalog_changes  # the history
         self.timeout = timeout
         self._clock = clock
+        self._owns_units = units is None
+        self.units: UnitsStore | UnitRegister = (
+            UnitsStore(config, timeout=timeout) if units is None else units
+        )
         self._book = CatalogBook(
-            schema_loader or schema_file_loader(config.schema_dir), reviewers=reviewers
+            schema_loader or schema_file_loader(config.schema_dir),
+            reviewers=reviewers,
+            units=self.unit_register,
+        )
+        self._writer = ChangeLogWriter(
+            config.kafka,
+            # One id for every writer of this catalog: a new writer fences the others.
+            transactional_id=f"xiangyun-catalog-writer.{self.topic}",
+            changes_topic=self.changes_topic,
+            snapshot_topic=self.topic,
+            noun="catalog",
+            conflict=CatalogError,
+            unavailable=CatalogUnavailable,
+            timeout=timeout,
         )
         self._catalog = Catalog()
         self._offsets: dict[str, int] = {}  # per resource: the last change its snapshot covers
@@ -177,6 +202,19 @@ class CatalogStore:
             self.errors += 1
             log.error("catalog topic %s: record with key %r ignored: %s", self.topic, key, exc)
 
+    def unit_register(self) -> UnitRegister:
+        """The unit register as it stands now (read when a command validates an entry)."""
+        units = self.units
+        if isinstance(units, UnitRegister):
+            return units
+        try:
+            units.sync()
+        except UnitsUnavailable as exc:
+            raise CatalogUnavailable(
+                f"cannot check departments and providers against the unit register: {exc}"
+            ) from exc
+        return units.current()
+
     def current(self) -> Catalog:
         """The catalog as last read: per resource its version in force, else its latest.
         Never mutated once returned; empty before :meth:`start`."""
@@ -203,31 +241,20 @@ class CatalogStore:
     def history(self, resource_id: str, timeout: float | None = None) -> ResourceHistory | None:
         """Every version and the whole history of one resource, replayed from its events in
         the change log (read from the start to its current end); None if it has none."""
-        events: list[CatalogEvent] = []
-        bad: list[str] = []
-        wanted = resource_id.encode()
-
-        def collect(key: bytes, value: bytes | None) -> None:
-            if key != wanted:
-                return
-            try:
-                if value is None:
-                    raise CatalogError("tombstone")
-                events.append(CatalogEvent.from_json(value))
-            except CatalogError as exc:
-                bad.append(str(exc))
-
-        view = CompactedView(self.config.kafka, self.changes_topic, collect)
         try:
-            view.start(self.timeout if timeout is None else timeout)
+            events, bad = read_log(
+                self.config.kafka,
+                self.changes_topic,
+                resource_id,
+                CatalogEvent.from_json,
+                self.timeout if timeout is None else timeout,
+            )
         except (ViewError, KafkaException) as exc:
             raise CatalogUnavailable(
                 f"cannot read the catalog change log {self.changes_topic}: {exc}; is Kafka up "
                 f"(`xiangyun stack status`) and the catalog bootstrapped "
                 f"(`xiangyun catalog bootstrap`)?"
             ) from exc
-        finally:
-            view.stop()
         if bad:
             log.error(
                 "change log %s: %d records of %s ignored: %s",
@@ -261,6 +288,8 @@ class CatalogStore:
             if self._view is not None:
                 self._view.stop()
                 self._view = None
+        if self._owns_units and isinstance(self.units, UnitsStore):
+            self.units.close()
 
     def __enter__(self) -> CatalogStore:
         return self
@@ -315,8 +344,20 @@ class CatalogStore:
         """Load the starter catalog (``config.catalog_dir``): the resources not yet in the
         catalog are submitted by their departments and approved by the data bureau, in one
         transaction. Resources already there are left alone (the topics, not the files, are
-        the source of truth), so a second run writes nothing."""
+        the source of truth), so a second run writes nothing.
+
+        The catalog checks departments and providers against the unit register, so a store
+        that reads the register from Kafka loads the starter register first
+        (:meth:`UnitsStore.bootstrap <streams.kafka.units_store.UnitsStore.bootstrap>`, as
+        idempotent)."""
         ensure_topics(self.config, self.topics, timeout=self.timeout)
+        if isinstance(self.units, UnitsStore):
+            try:
+                self.units.bootstrap()
+            except UnitError as exc:
+                raise CatalogError(f"the starter unit register cannot be loaded: {exc}") from exc
+            except UnitsUnavailable as exc:
+                raise CatalogUnavailable(str(exc)) from exc
         entries = list(Catalog.from_dir(directory or self.config.catalog_dir))
         reviewer = DATA_BUREAU if DATA_BUREAU in self._book.reviewers else min(self._book.reviewers)
         return self._command(
@@ -383,15 +424,7 @@ class CatalogStore:
                 )
 
     def _become_writer(self) -> Producer:
-        # One id for every writer of this catalog: a new writer fences the others.
-        return become_writer(
-            self.config.kafka,
-            f"xiangyun-catalog-writer.{self.topic}",
-            self.topic,
-            self.timeout,
-            noun="catalog",
-            unavailable=CatalogUnavailable,
-        )
+        return self._writer.become()
 
     def _publish_specs(self, events: list[CatalogEvent], book: CatalogBook) -> None:
         """The specs of the versions the events create or put in force."""
@@ -418,28 +451,13 @@ class CatalogStore:
         its resource's last event) to the snapshot topic, in one transaction. Returns the
         change-log offset of each resource's last event, and the (partition, offset) of the
         last snapshot."""
-        offsets: dict[str, int] = {}
-
-        def snapshots(changes: list[int]) -> list[tuple[bytes, bytes]]:
-            for ev, offset in zip(events, changes, strict=True):
-                offsets[ev.resource_id] = offset
-            return [
-                (snap.key, snap.to_json())
-                for snap in (CatalogSnapshot(st, offsets[st.id]) for st in states)
-            ]
-
-        _, last = write_changes(
+        return self._writer.write(
             producer,
-            self.changes_topic,
-            [(ev.key, ev.to_json()) for ev in events],
-            self.topic,
-            snapshots,
-            self.timeout,
-            noun="catalog",
-            unavailable=CatalogUnavailable,
-            conflict=CatalogError,
+            [(ev.resource_id, ev.to_json()) for ev in events],
+            lambda offsets: [
+                (st.id, CatalogSnapshot(st, offsets[st.id]).to_json()) for st in states
+            ],
         )
-        return offsets, last
 
     def _verify(self, states: list[ResourceState], offsets: dict[str, int]) -> None:
         """What the snapshot topic holds now must be our change, or a later change written

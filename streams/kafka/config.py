@@ -116,6 +116,7 @@ class StreamsConfig:
     batch_size: int = 2000
     schema_dir: Path = field(default_factory=xiangyun_data.schema_dir)
     catalog_dir: Path = field(default_factory=xiangyun_data.catalog_dir)
+    units_dir: Path = field(default_factory=xiangyun_data.units_dir)
     redis_url: str = "redis://127.0.0.1:6379/0"
     log_level: str = "WARNING"
     metrics_port: int = 9108

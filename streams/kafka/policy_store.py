@@ -1,7 +1,7 @@
 """The sharing lists and approvals in Kafka: a change log and a state topic, written together.
 
 Kept like the catalog (:mod:`streams.kafka.catalog_store`), with the same fenced single
-writer (:mod:`streams.kafka.txlog`):
+writer (:mod:`streams.kafka.changelog`):
 
 - the change log, :attr:`~streams.kafka.topics.Topics.policy_changes`: append-only, kept
   forever, one :class:`~streams.policy.review.PolicyEvent` per change keyed by
@@ -34,10 +34,10 @@ from confluent_kafka import KafkaException
 from streams.catalog.model import Catalog, Resource, field_names
 from streams.catalog.review import DATA_BUREAU
 from streams.kafka.catalog_store import CatalogStore
+from streams.kafka.changelog import ChangeLogWriter, close_writer
 from streams.kafka.config import StreamsConfig
 from streams.kafka.follower import CompactedView, ViewError
 from streams.kafka.topics import CATALOG_MAX_MESSAGE_BYTES, Topics, ensure_topics
-from streams.kafka.txlog import become_writer, close_writer, write_changes
 from streams.policy.approvals import Approval
 from streams.policy.decision import Decision, FieldSource, Request, decide
 from streams.policy.legal import BULK_COPY, PolicyError, PolicyReason
@@ -291,14 +291,18 @@ class PolicyStore:
     def _command(self, run: Command) -> list[PolicyEvent]:
         self.start()
         with self._write_lock:
-            producer = become_writer(
+            writer = ChangeLogWriter(
                 self.config.kafka,
-                f"xiangyun-policy-writer.{self.topic}",
-                self.topic,
-                self.timeout,
+                # One id for every writer of these lists: a new writer fences the others.
+                transactional_id=f"xiangyun-policy-writer.{self.topic}",
+                changes_topic=self.changes_topic,
+                snapshot_topic=self.topic,
                 noun="policy",
+                conflict=PolicyError,
                 unavailable=PolicyUnavailable,
+                timeout=self.timeout,
             )
+            producer = writer.become()
             try:
                 self.sync()
                 with self._lock:
@@ -310,28 +314,16 @@ class PolicyStore:
                 for ev in events:
                     if len(ev.to_json()) > MAX_RECORD_BYTES:
                         raise PolicyError(f"{ev.key}: the change is too large for one record")
-                offsets: dict[str, int] = {}
 
-                def snapshots(changes: list[int]) -> list[tuple[bytes, bytes]]:
-                    for ev, off in zip(events, changes, strict=True):
-                        offsets[ev.key] = off
+                def snapshots(offsets: dict[str, int]) -> list[tuple[str, bytes]]:
                     out = []
                     for st in states:
                         assert st is not None
-                        rec = StateRecord(st, offsets[st.key])
-                        out.append((rec.key, rec.to_json()))
+                        out.append((st.key, StateRecord(st, offsets[st.key]).to_json()))
                     return out
 
-                _, last = write_changes(
-                    producer,
-                    self.changes_topic,
-                    [(ev.key_bytes, ev.to_json()) for ev in events],
-                    self.topic,
-                    snapshots,
-                    self.timeout,
-                    noun="policy",
-                    unavailable=PolicyUnavailable,
-                    conflict=PolicyError,
+                _, last = writer.write(
+                    producer, [(ev.key, ev.to_json()) for ev in events], snapshots
                 )
             finally:
                 close_writer(producer)

@@ -1,9 +1,9 @@
 """Topic names and their creation: one home for every topic the exchange uses.
 
-Pool, schema and catalog snapshot topics are compacted: Kafka keeps the latest value per key,
-so Redis views and agent state can always be rebuilt from Kafka. The catalog change log is
-append-only and kept forever: it is the catalog's history. The sharing lists and approvals
-are kept the same way (a compacted state topic and a change log kept forever).
+Pool, schema, catalog, unit-register and policy snapshot topics are compacted: Kafka keeps
+the latest value per key, so Redis views and agent state can always be rebuilt from Kafka.
+The change logs of the catalog, the unit register and the sharing policy are append-only
+and kept forever: they are the history.
 """
 
 from __future__ import annotations
@@ -100,6 +100,16 @@ class Topics:
         return f"{self.prefix}.policy.changes"
 
     @property
+    def units(self) -> str:
+        """Compacted: unit code → its current state in the unit register (a bounded snapshot)."""
+        return f"{self.prefix}.units"
+
+    @property
+    def units_changes(self) -> str:
+        """Append-only, kept forever: one record per change of the unit register, by code."""
+        return f"{self.prefix}.units.changes"
+
+    @property
     def outcomes(self) -> list[str]:
         """Every topic an ingested record can end in: the pools, superseded, verification,
         rejected."""
@@ -125,6 +135,8 @@ class Topics:
         # The sharing lists and approvals are kept like the catalog.
         out[self.policy] = dict(_COMPACT)
         out[self.policy_changes] = dict(_KEPT_FOREVER)
+        out[self.units] = dict(_COMPACT)
+        out[self.units_changes] = dict(_KEPT_FOREVER)
         return out
 
     @property
@@ -139,6 +151,8 @@ class Topics:
                 self.access_checkpoints,
                 self.policy,
                 self.policy_changes,
+                self.units,
+                self.units_changes,
             }
         )
 

@@ -2,7 +2,8 @@
 
 The stack is started if it is not running (``Stack.up`` is idempotent). A service that
 cannot be reached fails the test: integration tests never skip or fall back. Each test's
-catalog topic holds the starter catalog (``settings`` bootstraps it), as after
+unit register and catalog topics hold the starter register and catalog (``settings``
+bootstraps them), as after
 `xiangyun stack up`: a worker only follows the catalog topic.
 """
 
@@ -22,6 +23,7 @@ from streams.catalog.model import Catalog
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_topics
+from streams.kafka.units_store import UnitsStore
 from streams.wire.codec import SchemaRegistry
 from streams.wire.envelope import EnvelopeCodec
 from xiangyun.processes import WorkerProcess
@@ -72,6 +74,9 @@ def settings(base_settings: Settings) -> Settings:
         batch_size=500,
     )
     ensure_topics(s.streams)
+    # The catalog checks departments and providers against the unit register: units first.
+    with UnitsStore(s.streams) as units:
+        units.bootstrap()
     with CatalogStore(s.streams) as store:
         store.bootstrap()
     return s

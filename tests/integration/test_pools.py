@@ -9,10 +9,11 @@ import urllib.request
 import uuid
 from collections import Counter
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from connectors.generator import SampleGenerator, SampleRecord
 from connectors.producer import SourceProducer
+from streams.kafka.lag import group_lag
 from streams.kafka.topics import Topics
 from streams.wire.codec import SchemaRegistry, decode, encode, read_fingerprint
 from streams.wire.envelope import Envelope, EnvelopeCodec
@@ -221,28 +222,37 @@ def test_sigkill_three_times_and_moving_partitions_keep_exactly_once(
         s = dataclasses.replace(settings, metrics_port=_free_port())
         return WorkerProcess(s, name=f"{name}-{settings.app_id}").start()
 
-    kills = 0
+    def committed() -> int:
+        """Records whose outcomes the group has committed (monotonic across crashes)."""
+        try:
+            lag = sum(group_lag(settings.kafka, topics.collect, settings.ingest_group).values())
+        except KafkaException:  # offsets of an open transaction are not stable yet
+            return -1
+        return total - lag
+
+    def kill_after(victim: WorkerProcess, share: float) -> None:
+        deadline = time.monotonic() + 180
+        while (done := committed()) < share * total:
+            assert time.monotonic() < deadline, f"no progress past {done:,}/{total:,}"
+            time.sleep(0.02)
+        assert victim.proc is not None and victim.proc.poll() is None, "the worker had died"
+        victim.kill()  # SIGKILL while it works: open transaction, batches in flight
+        victim.stop()
+        assert done < total, "the kill came after the work was done"
+        kills.append(done)
+
+    kills: list[int] = []
     w1 = worker("w1")
-    _wait_progress([w1], 10_000)
-    w1.kill()
-    kills += 1
-    w1.stop()
+    kill_after(w1, 0.15)
     w2, w3 = worker("w2"), worker("w3")  # two workers: partitions split, then move
-    _wait_progress([w2, w3], 10_000)
-    w2.kill()
-    kills += 1
-    w2.stop()
-    before = decided(w3)
-    _wait_progress([w3], before + 10_000)
-    w3.kill()
-    kills += 1
-    w3.stop()
+    kill_after(w2, 0.45)
+    kill_after(w3, 0.75)
     w4 = worker("w4")
     try:
         assert wait_for_no_lag(settings, topics, timeout=240) == 0
     finally:
         w4.stop()
-    assert kills == 3
+    assert len(kills) == 3 and kills == sorted(kills)
     counts = _check_exactly_once(read_ledger(settings, topics, timeout=120), total)
     accepted = sum(n for k, n in counts.items() if k.startswith("accepted"))
     expected_accepted = sum(1 for r in distinct if r.expected.startswith("accepted"))
