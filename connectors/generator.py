@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import dataclasses
 import datetime as dt
 import math
 import random
@@ -42,8 +43,10 @@ from streams.core.channel import Channel
 from streams.core.identifiers import CREDIT_CODE_ALPHABET, citizen_id_check_char, make_credit_code
 from streams.core.reasons import Reason
 from streams.core.regions import CITIES, PROVINCE, REGIONS, districts_of
+from streams.units.model import UnitKind, UnitRegister, unit_of_source
 from streams.wire.codec import HEADER_LEN, MARKER, Schema, encode
 from streams.wire.envelope import Envelope, EnvelopeCodec, record_key
+from xiangyun_data import units_dir
 
 __all__ = [
     "BROKEN_KINDS",
@@ -112,6 +115,7 @@ class SampleRecord:
     expected: str  # "accepted:<pool value>" or "rejected:<Reason value>"
     source: str  # simulated source system, e.g. "220000-GA/huji" or "220100-MZ/platform"
     kind: str = "valid"  # "valid" or a key of BROKEN_KINDS
+    principal: str = ""  # whose collect topic it is published to (the provider's principal)
 
 
 def counts(records: Iterable[SampleRecord]) -> collections.Counter[str]:
@@ -580,11 +584,15 @@ class SampleGenerator:
         start_ms: int = DEFAULT_START_MS,
         spec_of: Callable[[Resource], Schema] | None = None,
         evidence_share: float = 0.0,
+        units: UnitRegister | None = None,
     ) -> None:
         for name, share in (("broken_share", broken_share), ("evidence_share", evidence_share)):
             if not 0.0 <= share <= 1.0 or math.isnan(share):
                 raise ValueError(f"{name} must be within 0..1, got {share}")
         self.evidence_share = evidence_share
+        # The register tells each record's principal (its collect topic) and the third
+        # party a COMMISSIONED record names; default: the starter register, as approved.
+        self.units = units if units is not None else UnitRegister.from_dir(units_dir()).approved()
         self.codec = codec
         self.catalog = catalog
         self.seed = seed
@@ -659,7 +667,16 @@ class SampleGenerator:
             schema=schema,
             build=build,
             sources=sources,
-            channels=tuple(sorted(resource.channels, key=lambda c: c.value)),
+            channels=tuple(
+                sorted(
+                    (
+                        c
+                        for c in resource.channels
+                        if c is not Channel.COMMISSIONED or self._third_party(resource)
+                    ),
+                    key=lambda c: c.value,
+                )
+            ),
             expected=f"accepted:{resource.pool.value}",
             subject_fields=subject_fields,
             mutable=tuple(
@@ -740,7 +757,8 @@ class SampleGenerator:
     # ---- the stream -----------------------------------------------------------------------
 
     def records(self, n: int) -> Iterator[SampleRecord]:
-        """The next ``n`` records of this generator's stream.
+        """The next ``n`` records of this generator's stream, each with the principal whose
+        collect topic publishes it.
 
         After ``m`` records in all, exactly ``floor(m * broken_share)`` were broken (spread
         evenly, kinds in turn), unless no broken kind applies to the catalog.
@@ -751,11 +769,42 @@ class SampleGenerator:
             if kinds and int(self._emitted * share + 1e-9) > self._kind_no:
                 kind = kinds[self._kind_no % len(kinds)]
                 self._kind_no += 1
-                yield self._broken(kind)
+                rec = self._broken(kind)
             elif self.evidence_share and self._rng.random() < self.evidence_share:
-                yield self._evidence()
+                rec = self._evidence()
             else:
-                yield self._valid()
+                rec = self._valid()
+            yield dataclasses.replace(rec, principal=self._principal(rec))
+
+    def _principal(self, rec: SampleRecord) -> str:
+        """The provider's principal; for a record whose envelope does not decode, the
+        principal of the unit its source system belongs to."""
+        try:
+            provider = self.codec.decode(rec.value).provider
+        except Exception:  # broken on purpose: published where its source publishes
+            provider = unit_of_source(rec.source)
+        source = unit_of_source(rec.source)
+        principal = self.units.principal_of(provider) or self.units.principal_of(source)
+        if principal is None:  # a source of an unregistered unit: its city's platform
+            city = source[:4] + "00"
+            principal = next(
+                (
+                    u.code
+                    for u in self.units
+                    if u.in_force and u.kind is UnitKind.CITY and u.region == city
+                ),
+                None,
+            )
+        if principal is None:
+            raise ValueError(f"source {rec.source!r}: no registered principal publishes for it")
+        return principal
+
+    def _third_party(self, resource: Resource) -> str | None:
+        """A registered third party the provider commissions for ``resource``, if any."""
+        for unit in self.units.children(resource.provider):
+            if unit.kind is UnitKind.THIRD_PARTY and unit.in_force and resource.id in unit.duties:
+                return unit.code
+        return None
 
     def _pick(self) -> _Plan:
         i = bisect.bisect_right(self._cum, self._rng.random())
@@ -794,13 +843,22 @@ class SampleGenerator:
         res = plan.resource
         self._version += 1
         self._clock += 1 + int(r.random() * 20)
+        if channel is None:
+            # A unit named as provider collects itself: COMMISSIONED names a third party.
+            usable = [c for c in plan.channels if provider is None or c is not Channel.COMMISSIONED]
+            channel = (usable or list(plan.channels))[
+                int(r.random() * len(usable or plan.channels))
+            ]
+        if provider is None:
+            commissioned = channel is Channel.COMMISSIONED and self._third_party(res)
+            provider = commissioned or res.provider
         return Envelope(
             record_id=str(uuid.UUID(int=r.getrandbits(128), version=4)),
             resource_id=resource_id or res.id,
             subject_id=subject,
-            provider=provider or res.provider,
+            provider=provider,
             region=region or res.region,
-            channel=channel or plan.channels[int(r.random() * len(plan.channels))],
+            channel=channel,
             observed_at_ms=self._clock,
             version=self._version,
             payload=payload_bytes,

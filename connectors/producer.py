@@ -1,8 +1,9 @@
 """The producer a source system (department registry, city platform) publishes with.
 
 It registers every writer schema on the schema topic before the first record that uses
-it, keys records ``resource_id|subject_id``, and is idempotent, so its own retries never
-duplicate a record in the collect topic.
+it, keys records ``resource_id|subject_id``, publishes to its principal's collect topic
+(``<prefix>.collect.<principal>``: the topic is who publishes) with Kafka's own partitioner,
+and is idempotent, so its own retries never duplicate a record in the collect topic.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class SourceProducer:
             config.kafka, **{"linger.ms": 10, "queue.buffering.max.messages": 1_000_000, **conf}
         )
         self._failures: list[str] = []
+        self._topics: dict[str, str] = {}
         self.sent = 0
 
     def register(self, schemas: Iterable[Schema]) -> int:
@@ -44,12 +46,26 @@ class SourceProducer:
         if err is not None:
             self._failures.append(str(err))
 
-    def send(self, key: bytes | None, value: bytes, topic: str | None = None) -> None:
+    def collect_topic(self, principal: str) -> str:
+        """The principal's collect topic; a principal without one is refused at once (not
+        after the delivery timeout): register it and create its topic first."""
+        topic = self._topics.get(principal)
+        if topic is None:
+            topic = self.topics.collect(principal)
+            meta = self._producer.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise PublishError(
+                    f"principal {principal!r:.40} has no collect topic {topic}: register the "
+                    f"unit (`xiangyun units submit`), then create it (`xiangyun topics`)"
+                )
+            self._topics[principal] = topic
+        return topic
+
+    def send(self, principal: str, key: bytes | None, value: bytes) -> None:
+        topic = self.collect_topic(principal)
         while True:
             try:
-                self._producer.produce(
-                    topic or self.topics.collect, value, key, on_delivery=self._on_delivery
-                )
+                self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
                 break
             except BufferError:
                 self._producer.poll(0.05)
@@ -59,17 +75,16 @@ class SourceProducer:
 
     def send_all(
         self,
-        records: Iterable[tuple[bytes | None, bytes]],
+        records: Iterable[tuple[str, bytes | None, bytes]],
         *,
         total: int = 0,
         progress: bool = True,
-        topic: str | None = None,
     ) -> int:
-        """Send every (key, value), showing a rate line; returns the count sent."""
+        """Send every (principal, key, value), showing a rate line; returns the count sent."""
         start = time.monotonic()
         n = 0
-        for key, value in records:
-            self.send(key, value, topic)
+        for principal, key, value in records:
+            self.send(principal, key, value)
             n += 1
             if progress and n % 20000 == 0:
                 _rate_line("published", n, total, start)

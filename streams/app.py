@@ -82,12 +82,12 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
             runtime.abort()
         finally:
             if not stopping:
-                die(RuntimeError(f"lost partitions {partitions} of {runtime.topics.collect}"))
+                die(RuntimeError(f"lost partitions {partitions} of the collect topics"))
 
     reader = CollectReader(
         app,
         config,
-        runtime.topics.collect,
+        runtime.topics.collect_pattern,
         restore=runtime.restore,
         drop=runtime.drop,
         on_lost=lost,

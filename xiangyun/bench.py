@@ -61,6 +61,7 @@ from xiangyun.outcomes import count_outcomes, end_offsets
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
 from xiangyun.stack import Stack
+from xiangyun.units_cli import ensure_collect_topics
 
 __all__ = ["BenchResult", "RunResult", "Spread", "ratios", "render", "run_bench"]
 
@@ -293,16 +294,21 @@ def _txn_pipe(
 
 
 def _wait_committed(
-    bench: Settings, topic: str, group: str, timeout: float, idle_timeout: float
+    bench: Settings, topics: Topics, group: str, timeout: float, idle_timeout: float
 ) -> tuple[int, float]:
-    """Poll ``group``'s committed offsets on ``topic`` until they reach its end: the
-    moment (epoch s) the last transaction of the worker was committed, and the records."""
+    """Poll ``group``'s committed offsets on the collect topics until they reach their
+    ends: the moment (epoch s) the worker's last transaction was committed, and the records."""
     c = Consumer(bench.kafka.consumer(f"{group}-probe-{uuid.uuid4().hex[:6]}"))
     probe = Consumer(bench.kafka.consumer(group))
     try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        tps = [TopicPartition(topic, p) for p in parts]
-        ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        every = c.list_topics(timeout=10).topics
+        tps = [
+            TopicPartition(t, p)
+            for t in every
+            if topics.principal_of(t) is not None
+            for p in every[t].partitions
+        ]
+        ends = {(tp.topic, tp.partition): c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
         total = sum(ends.values())
         began = last_change = time.monotonic()
         shown, seen = began, -1
@@ -452,7 +458,7 @@ def run_bench(
     try:
         registry = SchemaRegistry.from_dir(settings.schema_dir)
         codec = EnvelopeCodec(registry, settings.schema_dir)
-        sample: list[tuple[bytes, bytes]] = []
+        sample: list[tuple[str, bytes, bytes]] = []
         extra: list[Schema] = []
         for i in range(runs):
             run = dataclasses.replace(
@@ -475,8 +481,9 @@ def run_bench(
                         spec_of=store.spec,
                     )
                     _say(f"[setup] generating {records:,} sample records ...")
-                    sample = [(r.key, r.value) for r in gen.records(records)]
+                    sample = [(r.principal, r.key, r.value) for r in gen.records(records)]
                     extra = list(gen.extra_schemas)
+            ensure_collect_topics(run)  # the unit register came with the catalog
             producer = SourceProducer(run.streams, SchemaTopic(run.kafka, topics.schemas, registry))
             producer.register([*registry, *extra])
             _say(f"[run {i + 1}/{runs}] publishing {records:,} records ...")
@@ -524,7 +531,7 @@ def _one_run(
     raw_group = f"{run.app_id}-raw"
     groups.append(raw_group)
     raw_start = end_offsets(run, [raw_out])
-    raw_n, acked_at = _raw_pipe(run, topics.collect, raw_out, raw_group, records, 600)
+    raw_n, acked_at = _raw_pipe(run, topics.collect_pattern, raw_out, raw_group, records, 600)
     read_n, first_ms = _first_timestamp(run, raw_start, raw_n)
     raw_rate = rate(raw_n, first_ms, acked_at) if raw_n and read_n == raw_n else 0.0
     _say(f"{tag} (a) {raw_n:,} records acknowledged, {raw_rate:,.0f}/s")
@@ -533,7 +540,9 @@ def _one_run(
     txn_group = f"{run.app_id}-txn"
     groups.append(txn_group)
     txn_start = end_offsets(run, [f"{raw_out}-txn"])
-    txn_n, txn_at = _txn_pipe(run, topics.collect, f"{raw_out}-txn", txn_group, records, 600)
+    txn_n, txn_at = _txn_pipe(
+        run, topics.collect_pattern, f"{raw_out}-txn", txn_group, records, 600
+    )
     _, txn_first = _first_timestamp(run, txn_start, txn_n, read_committed=True)
     txn_rate = rate(txn_n, txn_first, txn_at) if txn_n else 0.0
     _say(f"{tag} (t) {txn_n:,} records committed, {txn_rate:,.0f}/s")
@@ -543,7 +552,7 @@ def _one_run(
     start = end_offsets(run, topics.outcomes)
     with WorkerProcess(run, name=f"bench-worker-{run.app_id}") as worker:
         committed, committed_at = _wait_committed(
-            run, topics.collect, run.ingest_group, timeout=900, idle_timeout=60
+            run, topics, run.ingest_group, timeout=900, idle_timeout=60
         )
         peak = worker.peak_rss_mib()
     tally = count_outcomes(
@@ -678,6 +687,9 @@ def run_province(
         ensure_topics(run.streams, topics)
         with CatalogStore(run.streams) as store:
             store.bootstrap()
+        ensure_collect_topics(run)
+        with CatalogStore(run.streams) as store:
+            store.start()
             gen = SampleGenerator(
                 codec,
                 store.current(),
@@ -692,11 +704,13 @@ def run_province(
             )
         producer = SourceProducer(run.streams, SchemaTopic(run.kafka, topics.schemas, registry))
         producer.register([*registry, *gen.extra_schemas])
-        _say(f"[province] publishing {subjects:,} residents to {topics.collect} ...")
+        _say(f"[province] publishing {subjects:,} residents ...")
         chunk, sent = 200_000, 0
         while sent < subjects:
             n = min(chunk, subjects - sent)
-            producer.send_all(((r.key, r.value) for r in gen.records(n)), progress=False)
+            producer.send_all(
+                ((r.principal, r.key, r.value) for r in gen.records(n)), progress=False
+            )
             sent += n
             _say(f"[province]   {sent:,}/{subjects:,}")
         _say("[province] ingest: one worker, exactly once ...")
@@ -705,7 +719,7 @@ def run_province(
         began = time.time()
         with WorkerProcess(run, name=f"province-{run.app_id}") as worker:
             _, done_at = _wait_committed(
-                run, topics.collect, run.ingest_group, timeout=6 * 3600, idle_timeout=300
+                run, topics, run.ingest_group, timeout=6 * 3600, idle_timeout=300
             )
             keys = int(_metric(worker, "xiangyun_ingest_state_keys"))
             peak = worker.peak_rss_mib()

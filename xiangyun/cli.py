@@ -56,11 +56,15 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.kafka.topics import Topics, ensure_topics
+    from streams.kafka.topics import Topics
+    from xiangyun.units_cli import ensure_collect_topics
 
-    ensure_topics(settings.streams)
-    for name, conf in Topics.of(settings.streams).all().items():
+    topics = Topics.of(settings.streams)
+    principals = ensure_collect_topics(settings)
+    for name, conf in topics.all().items():
         print(f"{name:<40} {conf or ''}")
+    for principal in principals:
+        print(f"{topics.collect(principal):<40} (collect topic of {principal})")
     return 0
 
 

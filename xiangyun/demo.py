@@ -31,6 +31,7 @@ from xiangyun.outcomes import OutcomeTally, count_outcomes, end_offsets, wait_fo
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
 from xiangyun.stack import Stack
+from xiangyun.units_cli import ensure_collect_topics
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -78,7 +79,8 @@ def run_demo(
     # The worker follows the catalog topic: load the starter catalog if it is not there yet,
     # and make records for what is in force there (an operator may have changed it).
     with CatalogStore(settings.streams) as store:
-        store.bootstrap()
+        store.bootstrap()  # the unit register first, then the catalog
+        ensure_collect_topics(settings)
         gen = SampleGenerator(
             codec,
             store.current(),
@@ -99,7 +101,9 @@ def run_demo(
     again = list(latest.values())[::REPUBLISH_EVERY]
     for i, r in enumerate(again):
         value = r.value if i % 2 == 0 else _new_record_id(codec, r.value)
-        sample.append(SampleRecord(r.key, value, "superseded:DUPLICATE", r.source, "again"))
+        sample.append(
+            SampleRecord(r.key, value, "superseded:DUPLICATE", r.source, "again", r.principal)
+        )
     expected = Counter(r.expected for r in sample)
     sources = Counter(r.source for r in sample)
 
@@ -111,7 +115,7 @@ def run_demo(
         wait_for_no_lag(settings, topics)
         start = end_offsets(settings, topics.outcomes)
         began = time.monotonic()
-        producer.send_all(((r.key, r.value) for r in sample), total=len(sample))
+        producer.send_all(((r.principal, r.key, r.value) for r in sample), total=len(sample))
         tally = count_outcomes(
             settings,
             start,

@@ -20,7 +20,18 @@ from streams.kafka.topics import Topics
 from streams.wire.codec import SchemaRegistry, decode
 from xiangyun.settings import Settings
 
-__all__ = ["OutcomeTally", "count_outcomes", "end_offsets", "wait_for_no_lag"]
+__all__ = [
+    "Accounting",
+    "Ledger",
+    "OutcomeTally",
+    "account",
+    "collect_lag",
+    "collect_topics",
+    "count_outcomes",
+    "end_offsets",
+    "read_ledger",
+    "wait_for_no_lag",
+]
 
 
 def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
@@ -36,14 +47,34 @@ def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, in
         c.close()
 
 
+def collect_topics(settings: Settings, topics: Topics) -> list[str]:
+    """Every principal's collect topic that exists now."""
+    c = Consumer(settings.kafka.consumer("outcome-probe"))
+    try:
+        names = c.list_topics(timeout=10).topics
+    finally:
+        c.close()
+    return sorted(t for t in names if topics.principal_of(t) is not None)
+
+
+def collect_lag(settings: Settings, topics: Topics) -> int:
+    """Records of every collect topic the ingest group has not committed (-1: unknown yet,
+    while a transaction's offsets are not stable)."""
+    try:
+        return sum(
+            n
+            for t in collect_topics(settings, topics)
+            for n in group_lag(settings.kafka, t, settings.ingest_group).values()
+        )
+    except KafkaException:  # offsets of an open transaction are not stable yet
+        return -1
+
+
 def wait_for_no_lag(settings: Settings, topics: Topics, timeout: float = 120.0) -> int:
-    """Wait until the worker group has committed everything in the collect topic."""
+    """Wait until the worker group has committed everything in the collect topics."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            lag = sum(group_lag(settings.kafka, topics.collect, settings.ingest_group).values())
-        except KafkaException:  # offsets of an open transaction are not stable yet
-            lag = -1
+        lag = collect_lag(settings, topics)
         if lag == 0 or time.monotonic() > deadline:
             return lag
         print(
@@ -145,26 +176,35 @@ def count_outcomes(
     return tally
 
 
+#: where a collected record stands: (collect topic, partition, offset)
+Position = tuple[str, int, int]
+
+
 @dataclass
 class Ledger:
-    """Every committed outcome of the collect topic's records, by source position.
+    """Every committed outcome of the collect topics' records, by source position.
 
-    ``outcomes[(partition, offset)]`` lists the (kind, reason) of each outcome record
-    that answers for that collect record: exactly one each is the exactly-once property.
+    ``outcomes[(topic, partition, offset)]`` lists the (kind, reason) of each outcome record
+    that answers for that collected record: exactly one each is the exactly-once property.
     """
 
-    outcomes: dict[tuple[int, int], list[tuple[str, str]]] = field(default_factory=dict)
-    collected: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition: low, high
+    outcomes: dict[Position, list[tuple[str, str]]] = field(default_factory=dict)
+    #: (collect topic, partition) → (low, high) watermarks
+    collected: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
 
-    def missing(self) -> list[tuple[int, int]]:
+    @property
+    def published(self) -> int:
+        return sum(high - low for low, high in self.collected.values())
+
+    def missing(self) -> list[Position]:
         return [
-            (p, o)
-            for p, (low, high) in self.collected.items()
+            (t, p, o)
+            for (t, p), (low, high) in self.collected.items()
             for o in range(low, high)
-            if (p, o) not in self.outcomes
+            if (t, p, o) not in self.outcomes
         ]
 
-    def doubled(self) -> dict[tuple[int, int], list[tuple[str, str]]]:
+    def doubled(self) -> dict[Position, list[tuple[str, str]]]:
         return {k: v for k, v in self.outcomes.items() if len(v) > 1}
 
     def counts(self) -> Counter[str]:
@@ -176,8 +216,8 @@ class Ledger:
 
 
 def read_ledger(settings: Settings, topics: Topics, timeout: float = 60.0) -> Ledger:
-    """Read the collect topic's extent and every outcome topic ``read_committed`` to its
-    end, and file each outcome under the collect record it answers for."""
+    """Read the collect topics' extent and every outcome topic ``read_committed`` to its
+    end, and file each outcome under the collected record it answers for."""
     from streams.ingest.pool_state import SOURCE_HEADER, unpack_source
 
     registry = SchemaRegistry.from_dir(settings.schema_dir)
@@ -198,11 +238,12 @@ def read_ledger(settings: Settings, topics: Topics, timeout: float = 60.0) -> Le
     )
     ledger = Ledger()
     try:
-        meta = c.list_topics(topics.collect, timeout=10).topics[topics.collect]
-        for p in meta.partitions:
-            ledger.collected[p] = c.get_watermark_offsets(
-                TopicPartition(topics.collect, p), timeout=10
-            )
+        every = c.list_topics(timeout=10).topics
+        for collect in sorted(t for t in every if topics.principal_of(t) is not None):
+            for p in every[collect].partitions:
+                ledger.collected[(collect, p)] = c.get_watermark_offsets(
+                    TopicPartition(collect, p), timeout=10
+                )
         ends: dict[tuple[str, int], int] = {}
         for t in kind_of:
             for p in c.list_topics(t, timeout=10).topics[t].partitions:
@@ -227,7 +268,7 @@ def read_ledger(settings: Settings, topics: Topics, timeout: float = 60.0) -> Le
                     continue
                 body = decode(m.value() or b"", schemas[kind])
                 reason = body.get("reason", "")
-                src = (body["source_partition"], body["source_offset"])
+                src = (body["source_topic"], body["source_partition"], body["source_offset"])
                 ledger.outcomes.setdefault(src, []).append((kind, reason))
             # Compacted pool partitions may end in a marker: stop once positions pass it.
             for (t, part), high in list(left.items()):
@@ -310,16 +351,16 @@ def account(settings: Settings, topics: Topics, timeout: float = 120.0) -> Accou
     )
     out = Accounting()
     try:
-        todo = {p: hi for p, (lo, hi) in ledger.collected.items() if hi > lo}
-        c.assign([TopicPartition(topics.collect, p, ledger.collected[p][0]) for p in todo])
+        todo = {tp: hi for tp, (lo, hi) in ledger.collected.items() if hi > lo}
+        c.assign([TopicPartition(t, p, ledger.collected[(t, p)][0]) for t, p in todo])
         deadline = time.monotonic() + timeout
         while todo and time.monotonic() < deadline:
             for m in c.consume(10_000, 0.5):
                 if m.error():
                     continue
-                part, off = m.partition() or 0, m.offset() or 0
-                if off + 1 >= todo.get(part, 0):
-                    todo.pop(part, None)
+                t, part, off = m.topic() or "", m.partition() or 0, m.offset() or 0
+                if off + 1 >= todo.get((t, part), 0):
+                    todo.pop((t, part), None)
                 try:
                     env = codec.decode(m.value() or b"")
                     resource, unit = env.resource_id[:80], env.provider[:40]
@@ -327,7 +368,7 @@ def account(settings: Settings, topics: Topics, timeout: float = 120.0) -> Accou
                     resource, unit = "(undecodable)", ""
                 row = out.rows.setdefault((resource, unit), Counter())
                 row["published"] += 1
-                answers = ledger.outcomes.get((part, off), [])
+                answers = ledger.outcomes.get((t, part, off), [])
                 if not answers:
                     out.unanswered += 1
                 elif len(answers) > 1:

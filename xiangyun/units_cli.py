@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from streams.kafka.topics import ensure_topics
 from streams.kafka.units_store import UnitsStore, UnitsUnavailable
 from streams.units.model import UnitError, UnitStatus, load_units
 from streams.units.review import DATA_BUREAU, UnitHistory
@@ -205,11 +206,22 @@ def _bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def ensure_collect_topics(settings: Settings) -> list[str]:
+    """Every topic, and a collect topic for each principal in force in the register: the
+    principals' sources can publish before a worker runs. Returns the principals."""
+    with UnitsStore(settings.streams) as store:
+        principals = store.start().current().principals()
+    ensure_topics(settings.streams, principals=principals)
+    return principals
+
+
 def bootstrap_units(settings: Settings, directory: Path | None = None) -> str:
-    """Load the starter register (idempotent); a line saying what was written."""
+    """Load the starter register (idempotent) and create its principals' collect topics;
+    a line saying what was written."""
     with UnitsStore(settings.streams) as store:
         events = store.bootstrap(directory)
         registered = sum(1 for u in store.current() if u.in_force)
+        ensure_topics(settings.streams, principals=store.current().principals())
     if not events:
         return f"units: {store.topic} already up to date ({registered} units registered)"
     added = len({ev.code for ev in events})

@@ -28,6 +28,12 @@ class Reason(StrEnum):
     CONSENT_MISSING = "CONSENT_MISSING"  # consent required and no consent reference
     FIELD_RULE = "FIELD_RULE"  # a field rule failed (check character, region, date, enum, length)
     INVALID_SUBJECT = "INVALID_SUBJECT"  # subject id fails its identifier check
+    # Who sends what (article 22): the register of units and the principal's topic
+    UNREGISTERED_PROVIDER = "UNREGISTERED_PROVIDER"  # provider is no unit in force
+    PROVIDER_NOT_IN_PRINCIPAL = "PROVIDER_NOT_IN_PRINCIPAL"  # not the topic's principal or below it
+    COMMISSION_MISMATCH = "COMMISSION_MISMATCH"  # COMMISSIONED iff a registered third party sent it
+    WRONG_PARTITION = "WRONG_PARTITION"  # not where Kafka's partitioner puts its key
+    INVALID_RECORD_ID = "INVALID_RECORD_ID"  # record id is not a UUID as the envelope documents
     # Versions and times: checked before they can pin a key (article 21, dynamic update)
     INVALID_VERSION = "INVALID_VERSION"  # a negative source version
     INVALID_TIME = "INVALID_TIME"  # observed-at before 1970 or beyond the allowed clock skew

@@ -11,6 +11,7 @@ source, article 20), or rejected with a reason code and its original bytes. No i
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 from streams.catalog.model import Catalog, Resource
 from streams.catalog.spec import check_fields, check_subject, subject_of
 from streams.core.channel import Channel
+from streams.core.partitioner import partition_for
 from streams.core.pools import Pool
 from streams.core.reasons import Reason
 from streams.core.regions import PROVINCE, city_of, is_region
@@ -34,12 +36,17 @@ from streams.ingest.pool_state import (
     pack_state,
 )
 from streams.kafka.topics import Topics
+from streams.units.model import UnitKind, UnitRegister
 from streams.wire.codec import CodecError, Schema, SchemaRegistry, decode, encode, read_fingerprint
 from streams.wire.envelope import EnvelopeCodec, record_key
 
 __all__ = ["IngestRejection", "Ingestor", "Outcome", "OutcomeKind", "SpecOf", "file_spec_loader"]
 
 log = logging.getLogger(__name__)
+
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+)
 
 MAX_RECORD_BYTES = 1_048_576
 
@@ -116,6 +123,8 @@ class Ingestor:
         pool_state: PoolState | None = None,
         max_clock_skew_ms: int = 300_000,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        units: Callable[[], UnitRegister] | None = None,
+        partitions: int = 0,
     ) -> None:
         self.codec = codec
         self.registry: SchemaRegistry = codec.registry
@@ -129,6 +138,12 @@ class Ingestor:
         self._pool_schema = codec.registry.add(Schema.load(schema_dir / "pool_record.avsc"))
         self._superseded_schema = codec.registry.add(Schema.load(schema_dir / "superseded.avsc"))
         self.state = pool_state if pool_state is not None else PoolState()
+        #: the register of units; None: no unit checks (unit tests of the decision alone)
+        self.units = units
+        #: partitions of every collect topic (0: not checked): Kafka's partitioner must put
+        #: a record's key where it arrived, so one owner decides every record of a key
+        self.partitions = partitions
+        self._principals: dict[str, str | None] = {}
         self.max_clock_skew_ms = max_clock_skew_ms
         self._clock_ms = clock_ms
         self._specs: dict[tuple[str, int], Schema] = {}
@@ -208,6 +223,18 @@ class Ingestor:
         env_key = record_key(resource_id, subject_id)
         if key != env_key:
             raise IngestRejection(Reason.KEY_MISMATCH, f"key {key!r:.80} is not {env_key!r:.80}")
+        if self.partitions and partition >= 0:
+            home = partition_for(key, self.partitions)
+            if home != partition:
+                raise IngestRejection(
+                    Reason.WRONG_PARTITION,
+                    f"key belongs in partition {home}, not {partition}: publish with Kafka's "
+                    f"default partitioner (murmur2; librdkafka: partitioner=murmur2_random)",
+                )
+        if not _UUID.match(record_id):
+            raise IngestRejection(
+                Reason.INVALID_RECORD_ID, f"record_id {record_id!r:.60} is not a UUID"
+            )
         # Before anything can pin a key: one record with the largest version or a time far
         # ahead would otherwise make every later record of its subject stale.
         if version < 0:
@@ -220,6 +247,7 @@ class Ingestor:
             )
         resource = self._resource(resource_id)
         self._check_envelope(region, channel, consent_ref, resource)
+        authoritative, principal = self._check_unit(provider, region, channel, resource, topic)
         spec = self._spec(resource)  # registers the spec: its own payloads need no lookup
         # codec.decode_payload(env, spec), the writer looked up once
         payload = decode(payload_bytes, self._writer_of(payload_bytes), spec)
@@ -235,7 +263,7 @@ class Ingestor:
                 Reason.INVALID_SUBJECT,
                 f"{resource.id}: subject_id is not the payload's {resource.subject}",
             )
-        if provider != resource.provider:
+        if not authoritative:
             # Not the authoritative source: keep as evidence, never as the pool's truth.
             return Outcome(
                 OutcomeKind.VERIFICATION,
@@ -246,7 +274,7 @@ class Ingestor:
                 None,
                 resource.id,
                 partition,
-                [(SOURCE_HEADER, pack_source(partition, offset))],
+                [(SOURCE_HEADER, pack_source(topic, partition, offset))],
                 provider if provider in self._known_units() else "unknown",
             )
         fingerprint = content_fingerprint(payload_bytes)
@@ -290,6 +318,7 @@ class Ingestor:
                 "content_fingerprint": fingerprint,
                 "record_id": record_id,
                 "provider": provider,
+                "principal": principal,
                 "channel": channel.value,
                 "region": region,
                 "consent_ref": consent_ref,
@@ -317,6 +346,51 @@ class Ingestor:
             [(STATE_HEADER, pack_state(version, observed_at_ms, fingerprint))],
             provider,
         )
+
+    def _check_unit(
+        self, provider: str, region: str, channel: Channel, resource: Resource, topic: str
+    ) -> tuple[bool, str]:
+        """Who sent it (article 22): a unit in force, under the principal whose topic
+        carried it, collecting in its own region; COMMISSIONED exactly when a registered
+        third party collected it. Returns whether the record is the resource's authoritative
+        data (from its provider, a unit collecting for it, or a third party it commissioned)
+        and the principal. Without a register (a bare decision) only the provider counts."""
+        if self.units is None:
+            return provider == resource.provider, ""
+        units = self.units()
+        unit = units.in_force(provider)
+        if unit is None:
+            raise IngestRejection(
+                Reason.UNREGISTERED_PROVIDER,
+                f"provider {provider!r:.60} is not a registered unit (`xiangyun units list`)",
+            )
+        principal = self._principal_of_topic(topic)
+        if principal is not None and units.principal_of(unit.code) != principal:
+            raise IngestRejection(
+                Reason.PROVIDER_NOT_IN_PRINCIPAL,
+                f"{unit.code} does not collect under {principal}, whose topic this is",
+            )
+        if not _region_within(region, unit.region):
+            raise IngestRejection(
+                Reason.REGION_MISMATCH,
+                f"region {region!r:.20} is outside {unit.code}'s region {unit.region}",
+            )
+        third_party = unit.kind is UnitKind.THIRD_PARTY
+        if (channel is Channel.COMMISSIONED) != third_party:
+            raise IngestRejection(
+                Reason.COMMISSION_MISMATCH,
+                f"channel {channel.value} from {unit.code}: COMMISSIONED records name the "
+                f"registered third party that collected them as provider, and only those",
+            )
+        accountable = units.accountable_of(unit.code)
+        authoritative = accountable == resource.provider or resource.id in unit.duties
+        return authoritative, principal or ""
+
+    def _principal_of_topic(self, topic: str) -> str | None:
+        known = self._principals
+        if topic not in known:
+            known[topic] = self.topics.principal_of(topic)
+        return known[topic]
 
     def _known_units(self) -> frozenset[str]:
         """Units the catalog names (departments and providers), per catalog snapshot."""

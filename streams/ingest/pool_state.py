@@ -35,7 +35,7 @@ __all__ = [
 #: Kafka header of every pool record: version, observed-at and fingerprint, 24 bytes
 STATE_HEADER = "xy-state"
 _STATE = struct.Struct(">qqQ")
-#: Kafka header of evidence records (kept as collected): source partition and offset
+#: Kafka header of evidence records (kept as collected): source partition, offset, topic
 SOURCE_HEADER = "xy-source"
 _SOURCE = struct.Struct(">iq")
 _M64 = (1 << 64) - 1
@@ -60,13 +60,14 @@ def content_fingerprint(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=8).digest()
 
 
-def pack_source(partition: int, offset: int) -> bytes:
-    return _SOURCE.pack(partition, offset)
+def pack_source(topic: str, partition: int, offset: int) -> bytes:
+    return _SOURCE.pack(partition, offset) + topic.encode()
 
 
-def unpack_source(raw: bytes) -> tuple[int, int]:
-    partition, offset = _SOURCE.unpack(raw)
-    return partition, offset
+def unpack_source(raw: bytes) -> tuple[str, int, int]:
+    """(topic, partition, offset) of an evidence record's collected original."""
+    partition, offset = _SOURCE.unpack_from(raw)
+    return raw[_SOURCE.size :].decode(), partition, offset
 
 
 def pack_state(version: int, observed_at_ms: int, fingerprint: bytes) -> bytes:

@@ -1,5 +1,10 @@
-"""The collect-topic reader: librdkafka reads whole batches and hands each batch to the
-ingest agent as one item of a Faust channel.
+"""The collect-topic reader: librdkafka reads whole batches of every principal's collect
+topic and hands each batch to the ingest agent as one item of a Faust channel.
+
+One key, one owner: the reader subscribes to the collect topics by pattern with Kafka's
+``range`` assignor, which gives partition ``p`` of every collect topic to the same worker
+(they all have the same partition count; the ingest rejects a record its key's partition
+does not match). That worker alone holds the pool state of partition ``p``.
 
 Why not a Faust topic stream: Faust's conductor spends about 65 µs on every message (a
 task, a queue hop and an event per record), which caps one worker near 15,000 records/s
@@ -8,7 +13,9 @@ before any work is done. A batch per channel item pays that cost once per batch.
 Offsets are never committed here: the agent commits them inside its transactions. The
 reader handles the group's rebalances, on its own thread, inside ``consume``:
 
-- assigned partitions get their pool state restored before any of their records is read;
+- assigned partitions get their pool state restored before any of their records is read
+  (the range assignor rebalances eagerly: a partition revoked and assigned back in the same
+  rebalance keeps its state, nobody else owned it in between);
 - revoked partitions: a :class:`Barrier` goes through the channel behind every batch
   already handed over, and the agent commits what it holds before the partition moves;
 - lost partitions (the group went on without us): the open transaction is aborted and the
@@ -64,7 +71,7 @@ class CollectReader(mode.Service):
         self,
         app: faust.App,
         config: StreamsConfig,
-        topic: str,
+        pattern: str,
         *,
         restore: Callable[[list[int]], object] = lambda _p: None,
         drop: Callable[[list[int]], object] = lambda _p: None,
@@ -73,7 +80,7 @@ class CollectReader(mode.Service):
     ) -> None:
         super().__init__(**kwargs)
         self.config = config
-        self.topic = topic
+        self.pattern = pattern
         # A few batches in flight at most: memory stays bounded, the broker keeps the rest.
         self.channel: faust.ChannelT[Any] = app.channel(maxsize=4)
         self._restore, self._drop, self._lost = restore, drop, on_lost
@@ -82,6 +89,7 @@ class CollectReader(mode.Service):
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.assigned: set[int] = set()
+        self._revoked: set[int] = set()  # committed, kept until the next assignment
         self._metadata: object | None = None
 
     def consumer_config(self) -> dict[str, Any]:
@@ -93,7 +101,10 @@ class CollectReader(mode.Service):
                 # transaction is still being committed is not read twice.
                 "isolation.level": "read_committed",
                 "fetch.max.bytes": 52_428_800,
-                "partition.assignment.strategy": "cooperative-sticky",
+                # Partition p of every collect topic to one worker: one key, one owner.
+                "partition.assignment.strategy": "range",
+                # A new principal's topic is read within seconds, not five minutes.
+                "topic.metadata.refresh.interval.ms": 5_000,
                 # A killed worker's partitions move to the others within 10 s, not 45.
                 "session.timeout.ms": 10_000,
             },
@@ -113,7 +124,7 @@ class CollectReader(mode.Service):
         self._loop = asyncio.get_running_loop()
         self._consumer = Consumer(self.consumer_config())
         self._consumer.subscribe(
-            [self.topic],
+            [self.pattern],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
@@ -124,13 +135,18 @@ class CollectReader(mode.Service):
     # -- rebalance callbacks, on the reader thread inside consume() -----------------------
     def _on_assign(self, c: Consumer, partitions: list[TopicPartition]) -> None:
         self._metadata = c.consumer_group_metadata()
-        parts = [tp.partition for tp in partitions]
-        if parts:
-            self._restore(parts)  # before any record of these partitions is read
-            self.assigned.update(parts)
+        parts = sorted({tp.partition for tp in partitions})
+        gone = sorted(self._revoked - set(parts))
+        if gone:
+            self._drop(gone)
+        new = [p for p in parts if p not in self._revoked and p not in self.assigned]
+        self._revoked = set()
+        if new:
+            self._restore(new)  # before any record of these partitions is read
+        self.assigned = set(parts)
 
     def _on_revoke(self, c: Consumer, partitions: list[TopicPartition]) -> None:
-        parts = [tp.partition for tp in partitions]
+        parts = sorted({tp.partition for tp in partitions})
         if not parts:
             return
         self._metadata = c.consumer_group_metadata()  # the generation that still owns them
@@ -141,7 +157,9 @@ class CollectReader(mode.Service):
             # The agent is gone (stopping) or stuck: nothing of these partitions commits.
             log.warning("revoke of %s: in-flight batches not committed, aborted", parts)
             self._lost(parts)
-        self._drop(parts)
+            self._drop(parts)
+        else:
+            self._revoked |= set(parts)  # dropped at the next assignment unless it keeps them
         self.assigned.difference_update(parts)
 
     def _on_lost(self, _c: Consumer, partitions: list[TopicPartition]) -> None:

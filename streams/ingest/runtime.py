@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -33,6 +33,8 @@ from streams.kafka.config import StreamsConfig
 from streams.kafka.lag import group_lag
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_topics
+from streams.kafka.units_store import UnitsStore
+from streams.units.model import UnitRegister
 from streams.wire.codec import Schema, SchemaRegistry
 from streams.wire.envelope import EnvelopeCodec
 
@@ -42,7 +44,9 @@ __all__ = [
     "InternalErrors",
     "Runtime",
     "StaticCatalog",
+    "StaticUnits",
     "TransactionFailed",
+    "UnitsSource",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,6 +87,31 @@ class StaticCatalog:
         return None
 
 
+class UnitsSource(Protocol):
+    """Where a worker reads the register of units: :class:`UnitsStore` (its topic, the
+    default) or :class:`StaticUnits` (unit tests)."""
+
+    def start(self) -> object: ...
+    def current(self) -> UnitRegister: ...
+    def close(self) -> None: ...
+
+
+class StaticUnits:
+    """A register fixed at start (unit tests only: a worker follows the units topic)."""
+
+    def __init__(self, register: UnitRegister) -> None:
+        self._register = register
+
+    def start(self) -> StaticUnits:
+        return self
+
+    def current(self) -> UnitRegister:
+        return self._register
+
+    def close(self) -> None:
+        return None
+
+
 class DeliveryError(RuntimeError):
     """Outputs could not be written to Kafka; the batch is not acknowledged."""
 
@@ -105,6 +134,7 @@ class Runtime:
         config: StreamsConfig,
         catalog: CatalogSource | None = None,
         metrics: Metrics | None = None,
+        units: UnitsSource | None = None,
     ) -> None:
         self.config = config
         self.topics = Topics.of(config)
@@ -114,6 +144,7 @@ class Runtime:
         # The worker only follows the catalog topic; loading the starter catalog into it is
         # `xiangyun stack up`'s, the demo's, the benchmark's or `xiangyun catalog bootstrap`'s.
         self.catalog: CatalogSource = catalog or CatalogStore(config)
+        self.units: UnitsSource = units or UnitsStore(config)
         self.metrics = metrics or Metrics()
         catalog_source = self.catalog
         self.metrics.catalog_errors.set_function(lambda: catalog_source.errors)  # at scrape time
@@ -127,6 +158,8 @@ class Runtime:
             refresh_schemas=self.schema_topic.refresh,
             pool_state=self.state,
             max_clock_skew_ms=config.max_clock_skew_ms,
+            units=self.units.current,
+            partitions=config.partitions,
         )
         self._producer: Producer | None = None
         self._failures: list[str] = []
@@ -136,7 +169,15 @@ class Runtime:
         self._tally: Counter[tuple[str, str, str, str]] = Counter()
 
     def start(self) -> Runtime:
-        ensure_topics(self.config, self.topics)
+        self.units.start()
+        principals = self.units.current().principals()
+        if not principals:
+            log.warning(
+                "the unit register %s is empty: no principal has a collect topic, every "
+                "record would be refused; load it (`xiangyun units bootstrap`)",
+                self.topics.units,
+            )
+        ensure_topics(self.config, self.topics, principals=principals)
         self._check_partitioning()
         self.schema_topic.follow()
         self.catalog.start()
@@ -159,21 +200,33 @@ class Runtime:
         return self
 
     def _check_partitioning(self) -> None:
-        """The pool partition p must hold exactly the keys of collect partition p: every
-        outcome topic has the collect topic's partition count, or the worker refuses."""
-        admin_consumer = Consumer(self.config.kafka.consumer(f"{self.config.ingest_group}.meta"))
+        """Pool partition p holds exactly the keys of collect partition p, whichever
+        principal's topic carried them: every collect and outcome topic has the configured
+        partition count, or the worker refuses to start."""
+        probe = Consumer(self.config.kafka.consumer(f"{self.config.ingest_group}.meta"))
         try:
-            meta = admin_consumer.list_topics(timeout=30).topics
+            meta = probe.list_topics(timeout=30).topics
         finally:
-            admin_consumer.close()
-        want = len(meta[self.topics.collect].partitions)
-        wrong = {t: len(meta[t].partitions) for t in self.topics.outcomes if t in meta}
+            probe.close()
+        want = self.config.partitions
+        ours = [*self.topics.outcomes, *self.collect_topics(meta)]
+        wrong = {t: len(meta[t].partitions) for t in ours if t in meta}
         wrong = {t: n for t, n in wrong.items() if n != want}
         if wrong:
             raise RuntimeError(
-                f"outcome topics must have the collect topic's {want} partitions, these do "
-                f"not: {wrong}; recreate them (`kafka-topics --alter --partitions {want}`)"
+                f"collect and outcome topics must have {want} partitions "
+                f"(XIANGYUN_PARTITIONS), these do not: {wrong}; recreate them with {want}"
             )
+
+    def collect_topics(self, meta: Mapping[str, object] | None = None) -> list[str]:
+        """Every principal's collect topic that exists now."""
+        if meta is None:
+            probe = Consumer(self.config.kafka.consumer(f"{self.config.ingest_group}.meta"))
+            try:
+                meta = probe.list_topics(timeout=30).topics
+            finally:
+                probe.close()
+        return sorted(t for t in meta if self.topics.principal_of(t) is not None)
 
     def close(self) -> None:
         self.metrics.up.set(0)
@@ -185,6 +238,7 @@ class Runtime:
             self._open = False
         self.schema_topic.close()
         self.catalog.close()
+        self.units.close()
 
     # -- pool state ----------------------------------------------------------------------
     def restore(self, partitions: Sequence[int], timeout: float | None = None) -> int:
@@ -376,8 +430,9 @@ class Runtime:
     def report(self, group: str) -> None:
         self.metrics.catalog_in_force.set(sum(1 for r in self.catalog.current() if r.in_force))
         self.metrics.schemas.set(len(self.registry))
-        for (topic, part), n in group_lag(self.config.kafka, self.topics.collect, group).items():
-            self.metrics.lag.labels(topic, str(part)).set(n)
+        for collect in self.collect_topics():
+            for (topic, part), n in group_lag(self.config.kafka, collect, group).items():
+                self.metrics.lag.labels(topic, str(part)).set(n)
 
 
 def die(exc: BaseException, on_exit: Callable[[], None] | None = None) -> None:

@@ -80,6 +80,9 @@ class KafkaConfig:
             "compression.type": "lz4",
             "message.max.bytes": MAX_MESSAGE_BYTES,
             "queue.buffering.max.messages": 500_000,
+            # Kafka's own partitioner (the Java client's): one key, one partition number
+            # in every collect topic (streams.core.partitioner checks it).
+            "partitioner": "murmur2_random",
         }
         conf.update(overrides)
         return conf

@@ -8,7 +8,9 @@ and kept forever: they are the history.
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -19,6 +21,8 @@ from streams.kafka.config import StreamsConfig
 
 __all__ = ["CATALOG_MAX_MESSAGE_BYTES", "Topics", "ensure_topics"]
 
+#: a principal's unit code as it may stand in a topic name: '220000-GA', '220100-ZF'
+_PRINCIPAL = re.compile(r"^\d{6}-[A-Z0-9]{1,16}$")
 _COMPACT = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
 #: largest catalog record (one change, or one resource's bounded snapshot) the catalog writer
 #: produces: within Kafka's default limits (a producer's message.max.bytes, 1,000,000 bytes;
@@ -36,10 +40,27 @@ class Topics:
     def of(cls, config: StreamsConfig) -> Topics:
         return cls(config.topic_prefix)
 
+    def collect(self, principal: str) -> str:
+        """Where a collecting principal (a provincial department, or a city platform that
+        pre-aggregates for its units) publishes (采集); key ``resource_id|subject_id``. The
+        topic is the publisher's identity: the ingest accepts from it only records of
+        units under that principal."""
+        if not _PRINCIPAL.match(principal):
+            raise ValueError(f"not a principal's unit code: {principal!r:.60}")
+        return f"{self.prefix}.collect.{principal}"
+
     @property
-    def collect(self) -> str:
-        """Where source systems publish (采集); key ``resource_id|subject_id``."""
-        return f"{self.prefix}.collect"
+    def collect_pattern(self) -> str:
+        """Every principal's collect topic, as a librdkafka subscription (a regex)."""
+        return f"^{re.escape(self.prefix)}\\.collect\\.[^.]+$"
+
+    def principal_of(self, topic: str) -> str | None:
+        """The principal whose collect topic ``topic`` is; None for any other topic."""
+        stem = f"{self.prefix}.collect."
+        if not topic.startswith(stem):
+            return None
+        principal = topic[len(stem) :]
+        return principal if _PRINCIPAL.match(principal) else None
 
     def pool(self, pool: Pool) -> str:
         return f"{self.prefix}.pool.{pool.value}"
@@ -118,7 +139,6 @@ class Topics:
     def all(self) -> dict[str, dict[str, str]]:
         """Every topic with its configuration."""
         out: dict[str, dict[str, str]] = {
-            self.collect: {},
             self.verification: {},
             self.superseded: {},
         }
@@ -158,13 +178,20 @@ class Topics:
 
 
 def ensure_topics(
-    config: StreamsConfig, topics: Topics | None = None, timeout: float = 30.0
+    config: StreamsConfig,
+    topics: Topics | None = None,
+    timeout: float = 30.0,
+    *,
+    principals: Iterable[str] = (),
 ) -> None:
-    """Create the missing topics; existing ones are left as they are."""
+    """Create the missing topics, and a collect topic for each of ``principals``;
+    existing ones are left as they are."""
     topics = topics or Topics.of(config)
     admin = AdminClient(config.kafka.admin())
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = topics.all()
+    for principal in principals:
+        wanted[topics.collect(principal)] = {}
     new = []
     for name, topic_config in wanted.items():
         if name in existing:

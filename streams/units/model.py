@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from streams.core.regions import CITIES, PROVINCE, REGIONS, city_of, is_region
 __all__ = [
     "CODE_PATTERN",
     "KIND_ORDER",
+    "PRINCIPAL_KINDS",
     "Unit",
     "UnitError",
     "UnitKind",
@@ -79,6 +80,10 @@ class UnitKind(StrEnum):
     CITY_DEPARTMENT = "city_department"  # 市（州）级部门
     DISTRICT = "district"  # 县（市、区）及其部门
     THIRD_PARTY = "third_party"  # 受委托的第三方
+
+
+#: the kinds of unit that collect in their own name and have a collect topic of their own
+PRINCIPAL_KINDS = frozenset({UnitKind.PROVINCIAL_DEPARTMENT, UnitKind.CITY})
 
 
 class UnitStatus(StrEnum):
@@ -176,6 +181,7 @@ class UnitRegister:
 
     def __init__(self, units: Iterable[Unit] = ()) -> None:
         self._units: dict[str, Unit] = {}
+        self._principals: dict[str, str | None] = {}  # filled lazily; a register never changes
         for u in units:
             self._units[u.code] = u
 
@@ -199,11 +205,50 @@ class UnitRegister:
     def children(self, code: str) -> list[Unit]:
         return sorted((u for u in self._units.values() if u.parent == code), key=lambda u: u.code)
 
+    def principal_of(self, code: str) -> str | None:
+        """The collecting principal (采集主体) ``code`` publishes through: itself if it is a
+        provincial department or a city, else the first such unit up its parents. None
+        for a unit not in force, or one whose chain of parents breaks off."""
+        cache = self._principals
+        if code in cache:
+            return cache[code]
+        found: str | None = None
+        seen: set[str] = set()
+        current = self.in_force(code)
+        while current is not None and current.code not in seen:
+            if current.kind in PRINCIPAL_KINDS:
+                found = current.code
+                break
+            seen.add(current.code)
+            current = self.in_force(current.parent) if current.parent else None
+        cache[code] = found
+        return found
+
+    def principals(self) -> list[str]:
+        """Every collecting principal in force: each has a collect topic of its own."""
+        return sorted(
+            u.code for u in self._units.values() if u.in_force and u.kind in PRINCIPAL_KINDS
+        )
+
+    def accountable_of(self, code: str) -> str | None:
+        """Who answers for a record ``code`` collected: a commissioned third party's
+        commissioning unit, else the unit itself (article 17: commissioning does not move
+        the responsibility)."""
+        u = self.in_force(code)
+        if u is None:
+            return None
+        return u.parent if u.kind is UnitKind.THIRD_PARTY else u.code
+
     def with_unit(self, unit: Unit) -> UnitRegister:
         """A new register holding ``unit`` in place of its code's current one (copy on write)."""
         other = UnitRegister()
         other._units = {**self._units, unit.code: unit}
         return other
+
+    def approved(self) -> UnitRegister:
+        """Every unit in force as it stands (a starter register read from files, as the
+        data bureau's bootstrap approves it): for tests and the sample generator."""
+        return UnitRegister(replace(u, status=UnitStatus.APPROVED) for u in self._units.values())
 
     def __iter__(self) -> Iterator[Unit]:
         return iter(list(self._units.values()))

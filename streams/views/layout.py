@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: version of this layout, kept in the state hash; a reader refuses any other
-LAYOUT = "1"
+LAYOUT = "2"
 #: hashes per resource: a subject's record is in bucket ``bucket_of(subject) % BUCKETS``
 BUCKETS = 64
 _FORMAT = b"\x01"  # first byte of every record value
@@ -69,6 +69,7 @@ _CONTEXT_SCHEMA = fastavro.parse_schema(
             {"name": "source_topic", "type": "string"},
             {"name": "catalog_version", "type": "int"},
             {"name": "payload_header", "type": "bytes"},
+            {"name": "principal", "type": "string", "default": ""},
         ],
     }
 )
@@ -180,6 +181,7 @@ def encode_record(record: Mapping[str, Any]) -> tuple[bytes, bytes, bytes]:
             "source_topic": record["source_topic"],
             "catalog_version": record["catalog_version"],
             "payload_header": header,
+            "principal": record.get("principal", ""),
         },
     )
     context_id = hashlib.blake2b(context, digest_size=8).digest()
@@ -237,6 +239,7 @@ def decode_record(
         "content_fingerprint": v["content_fingerprint"],
         "record_id": rid if isinstance(rid, str) else str(uuid.UUID(bytes=rid)),
         "provider": c["provider"],
+        "principal": c.get("principal", ""),
         "channel": c["channel"],
         "region": c["region"],
         "consent_ref": v["consent_ref"],

@@ -77,6 +77,8 @@ def settings(base_settings: Settings) -> Settings:
     # The catalog checks departments and providers against the unit register: units first.
     with UnitsStore(s.streams) as units:
         units.bootstrap()
+        # Every principal publishes to a collect topic of its own.
+        ensure_topics(s.streams, principals=units.current().principals())
     with CatalogStore(s.streams) as store:
         store.bootstrap()
     return s

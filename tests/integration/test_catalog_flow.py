@@ -37,11 +37,13 @@ from streams.core.pools import Pool
 from streams.kafka.catalog_store import CatalogStore, _close
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics
+from streams.units.model import UnitRegister
 from streams.wire.codec import Schema, SchemaRegistry, decode, encode
 from streams.wire.envelope import Envelope, EnvelopeCodec
 from xiangyun.outcomes import end_offsets
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
+from xiangyun_data import schema_dir, units_dir
 
 from .conftest import pool_original
 
@@ -213,8 +215,18 @@ class Records:
         return self._wrap(NEW_ID, cid, encode(spec, payload), "220000-CL", "220000")
 
 
+#: the starter register, to publish each record through its provider's principal's topic
+UNITS = UnitRegister.from_dir(units_dir()).approved()
+
+
 def send(producer: SourceProducer, record: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
-    producer.send(*record)
+    key, value = record
+    provider = (
+        EnvelopeCodec(SchemaRegistry.from_dir(schema_dir()), schema_dir()).decode(value).provider
+    )
+    principal = UNITS.principal_of(provider)
+    assert principal is not None, provider
+    producer.send(principal, key, value)
     producer.flush(30)
     return record
 

@@ -22,11 +22,10 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
-from streams.kafka.lag import group_lag
 from streams.kafka.topics import Topics
 from streams.wire.codec import Schema, SchemaRegistry, decode, encode
 from streams.wire.envelope import EnvelopeCodec
-from xiangyun.outcomes import read_ledger, wait_for_no_lag
+from xiangyun.outcomes import collect_lag, read_ledger, wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
 from xiangyun.stack import PROMETHEUS_CONFIG
@@ -88,7 +87,7 @@ def test_valid_records_reach_their_pools(
     worker: WorkerProcess,
 ) -> None:
     sample = list(generator.records(300))
-    producer.send_all(((r.key, r.value) for r in sample), progress=False)
+    producer.send_all(((r.principal, r.key, r.value) for r in sample), progress=False)
 
     got = read_outcomes(settings, topics, len(sample))
 
@@ -116,10 +115,13 @@ def test_bad_input_is_rejected_with_reason_and_original_bytes(
     sample = list(broken.records(len(broken.kinds) * 2))
     # Bytes no producer would send, and a record without a key.
     raw = [(None, b"\x00"), (b"k", b"\xc3\x01" + b"\xff" * 8), (b"k", b"\xc3\x01short")]
-    producer.send_all([*((r.key, r.value) for r in sample), *raw], progress=False)
+    producer.send_all(
+        [*((r.principal, r.key, r.value) for r in sample), *(("220000-GA", *x) for x in raw)],
+        progress=False,
+    )
     # The worker keeps running: a valid record after the bad ones is still accepted.
     good = next(iter(generator.records(1)))
-    producer.send_all([(good.key, good.value)], progress=False)
+    producer.send_all([(good.principal, good.key, good.value)], progress=False)
 
     total = len(sample) + len(raw) + 1
     got = read_outcomes(settings, topics, total)
@@ -131,7 +133,8 @@ def test_bad_input_is_rejected_with_reason_and_original_bytes(
         if t == topics.rejected:
             rec = decode(v or b"", rejected)
             reasons[(rec["original_key"], rec["original_value"])] = rec["reason"]
-            assert rec["source_topic"] == topics.collect and rec["source_offset"] >= 0
+            assert topics.principal_of(rec["source_topic"]) is not None
+            assert rec["source_offset"] >= 0
     for r in sample:
         assert f"rejected:{reasons[(r.key, r.value)]}" == r.expected, r.kind
     assert reasons[(None, b"\x00")] == "MALFORMED"
@@ -164,7 +167,7 @@ def test_schema_published_after_worker_start_is_learned(
     # Precondition, from the running worker itself: before the schema is published, it
     # rejects a record written with it as UNKNOWN_SCHEMA (after its one sync with the topic).
     probe = dataclasses.replace(new_env, record_id=str(uuid.uuid4()))
-    producer.send_all([(probe.key, codec.encode(probe))], progress=False)
+    producer.send_all([("220000-SCJG", probe.key, codec.encode(probe))], progress=False)
     [(topic, _, value)] = read_outcomes(settings, topics, 1)
     assert topic == topics.rejected, topic
     assert decode(value or b"", registry.by_name("org.xiangyun.Rejected"))["reason"] == (
@@ -172,7 +175,7 @@ def test_schema_published_after_worker_start_is_learned(
     )
 
     producer.register([writer])
-    producer.send_all([(new_env.key, codec.encode(new_env))], progress=False)
+    producer.send_all([("220000-SCJG", new_env.key, codec.encode(new_env))], progress=False)
 
     got = read_outcomes(settings, topics, 2)
 
@@ -202,7 +205,7 @@ def test_worker_killed_mid_stream_gives_each_record_exactly_one_outcome(
     producer: SourceProducer,
 ) -> None:
     sample = list(generator.records(60_000))
-    producer.send_all(((r.key, r.value) for r in sample), progress=False)
+    producer.send_all(((r.principal, r.key, r.value) for r in sample), progress=False)
     first = WorkerProcess(settings, name=f"victim-{settings.app_id}").start()
     try:
         deadline = time.monotonic() + 60
@@ -288,7 +291,7 @@ def test_group_lag_counts_what_the_worker_has_not_committed(
     producer: SourceProducer,
 ) -> None:
     sample = list(generator.records(500))
-    producer.send_all(((r.key, r.value) for r in sample), progress=False)
-    assert sum(group_lag(settings.kafka, topics.collect, settings.ingest_group).values()) == 500
+    producer.send_all(((r.principal, r.key, r.value) for r in sample), progress=False)
+    assert collect_lag(settings, topics) == 500
     with WorkerProcess(settings, name=f"lag-{settings.app_id}"):
         assert wait_for_no_lag(settings, topics, timeout=60) == 0

@@ -9,15 +9,14 @@ import urllib.request
 import uuid
 from collections import Counter
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from connectors.generator import SampleGenerator, SampleRecord
 from connectors.producer import SourceProducer
-from streams.kafka.lag import group_lag
 from streams.kafka.topics import Topics
 from streams.wire.codec import SchemaRegistry, decode, encode, read_fingerprint
 from streams.wire.envelope import Envelope, EnvelopeCodec
-from xiangyun.outcomes import Ledger, read_ledger, wait_for_no_lag
+from xiangyun.outcomes import Ledger, collect_lag, read_ledger, wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
 
@@ -162,7 +161,7 @@ def test_duplicates_stale_conflicts_and_bad_versions(
         ),
     ]
     for _, value, _ in sends:  # one at a time, in this order, on one partition (one key)
-        producer.send_all([(base.key, value)], progress=False)
+        producer.send_all([(base.principal, base.key, value)], progress=False)
     assert wait_for_no_lag(settings, topics, timeout=60) == 0
     ledger = read_ledger(settings, topics)
     partition = next(p for p, (lo, hi) in ledger.collected.items() if hi > lo)
@@ -215,7 +214,7 @@ def test_sigkill_three_times_and_moving_partitions_keep_exactly_once(
 ) -> None:
     distinct = _sample(generator, 150_000)
     again = distinct[::10]  # 10 % exact re-publications
-    producer.send_all(((r.key, r.value) for r in [*distinct, *again]), progress=False)
+    producer.send_all(((r.principal, r.key, r.value) for r in [*distinct, *again]), progress=False)
     total = len(distinct) + len(again)
 
     def worker(name: str) -> WorkerProcess:
@@ -224,11 +223,8 @@ def test_sigkill_three_times_and_moving_partitions_keep_exactly_once(
 
     def committed() -> int:
         """Records whose outcomes the group has committed (monotonic across crashes)."""
-        try:
-            lag = sum(group_lag(settings.kafka, topics.collect, settings.ingest_group).values())
-        except KafkaException:  # offsets of an open transaction are not stable yet
-            return -1
-        return total - lag
+        lag = collect_lag(settings, topics)
+        return -1 if lag < 0 else total - lag
 
     def kill_after(victim: WorkerProcess, share: float) -> None:
         deadline = time.monotonic() + 180
@@ -280,7 +276,10 @@ def test_a_worker_leaving_and_one_joining_never_let_a_stale_version_win(
     rounds = 6
     for v in range(1, rounds + 1):  # every subject gets versions 1..6 in order
         producer.send_all(
-            ((r.key, variant(codec, registry, r, version=v, content=f"v{v}")) for r in subjects),
+            (
+                (r.principal, r.key, variant(codec, registry, r, version=v, content=f"v{v}"))
+                for r in subjects
+            ),
             progress=False,
         )
 
@@ -333,7 +332,7 @@ def test_redis_flushed_during_ingest_loses_nothing_and_a_rebuild_equals_the_live
     )
     r = redis_lib.Redis.from_url(run.redis_url)
     sample = _sample(generator, 30_000)
-    producer.send_all(((x.key, x.value) for x in sample), progress=False)
+    producer.send_all(((x.principal, x.key, x.value) for x in sample), progress=False)
     expected = {x.key for x in sample if x.expected.startswith("accepted")}
     view = PoolView(run.streams)
     with WorkerProcess(run, name=f"views-{settings.app_id}") as worker:

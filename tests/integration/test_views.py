@@ -71,7 +71,7 @@ def pool_records(
             "region": env.region,
             "consent_ref": env.consent_ref,
             "accepted_at_ms": ACCEPTED_AT + i,
-            "source_topic": topics.collect,
+            "source_topic": topics.collect("220000-GA"),
             "source_partition": i % 4,
             "source_offset": i,
             "catalog_version": 1,

@@ -14,13 +14,16 @@ import pytest
 from connectors.generator import BROKEN_KINDS, SampleGenerator, SampleRecord, counts
 from streams.catalog.model import Catalog, Resource
 from streams.catalog.spec import check_fields, check_subject, subject_of
+from streams.core.channel import Channel
 from streams.core.identifiers import is_valid_citizen_id, is_valid_credit_code, is_valid_date
 from streams.core.reasons import Reason
 from streams.core.regions import city_of, is_region
 from streams.ingest.decision import Ingestor, OutcomeKind, file_spec_loader
 from streams.kafka.topics import Topics
+from streams.units.model import Unit, UnitKind, UnitRegister, UnitStatus
 from streams.wire.codec import CodecError, Schema, SchemaRegistry, decode, encode, read_fingerprint
 from streams.wire.envelope import Envelope, EnvelopeCodec
+from xiangyun_data import units_dir
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "schemas" / "avro"
@@ -38,12 +41,21 @@ def spec_of(resource_id: str) -> Schema:
     return Schema.load(SCHEMAS / resource.schema)
 
 
+UNITS = UnitRegister.from_dir(units_dir()).approved()
+
+
 def classify(codec: EnvelopeCodec, rec: SampleRecord) -> tuple[str, str]:
     """The outcome the real ingest decision gives a record, and its detail."""
     ingestor = Ingestor(
-        codec, lambda: CATALOG, Topics("t"), SCHEMAS, spec_of=file_spec_loader(SCHEMAS)
+        codec,
+        lambda: CATALOG,
+        Topics("t"),
+        SCHEMAS,
+        spec_of=file_spec_loader(SCHEMAS),
+        units=lambda: UNITS,
     )
-    out = ingestor.process(rec.key, rec.value)
+    # Through the collect topic of the principal the generator says publishes it.
+    out = ingestor.process(rec.key, rec.value, Topics("t").collect(rec.principal))
     if out.kind is OutcomeKind.REJECTED:
         assert out.reason is not None
         detail = decode(out.value, ingestor._rejected_schema)["detail"]
@@ -91,7 +103,10 @@ def test_valid_records_are_valid_to_the_standards(stream: Any) -> None:
         resource = CATALOG.get(env.resource_id)
         assert resource is not None and resource.in_force
         assert rec.key == env.key
-        assert env.provider == resource.provider and env.region == resource.region
+        # The provider, or (COMMISSIONED) the third party it commissioned for the resource.
+        assert UNITS.accountable_of(env.provider) == resource.provider
+        assert (env.provider != resource.provider) == (env.channel is Channel.COMMISSIONED)
+        assert env.region == resource.region
         assert env.channel in resource.channels
         assert (env.consent_ref is not None) == resource.consent_required
         if env.consent_ref is not None:
@@ -444,7 +459,22 @@ def test_generic_builder_for_a_spec_without_a_dedicated_one(tmp_path: Path) -> N
         }
     )
     codec = EnvelopeCodec(SchemaRegistry(), SCHEMAS)
-    gen = SampleGenerator(codec, Catalog([resource]), tmp_path, seed=1, broken_share=0.2)
+    water = Unit(
+        "220100-SL",
+        "长春市水利局",
+        UnitKind.CITY_DEPARTMENT,
+        "220100",
+        "220100-ZF",
+        status=UnitStatus.APPROVED,
+    )
+    gen = SampleGenerator(
+        codec,
+        Catalog([resource]),
+        tmp_path,
+        seed=1,
+        broken_share=0.2,
+        units=UNITS.with_unit(water),
+    )
     assert gen.resources == (resource,) and not gen.skipped
     spec = Schema.load(tmp_path / "payloads" / "well.avsc")
     outcomes: Counter[str] = Counter()

@@ -20,8 +20,15 @@ from streams.core.reasons import Reason
 from streams.ingest.agent import register_ingest
 from streams.ingest.decision import OutcomeKind
 from streams.ingest.reader import Barrier
-from streams.ingest.runtime import InternalErrors, Runtime, StaticCatalog, TransactionFailed
+from streams.ingest.runtime import (
+    InternalErrors,
+    Runtime,
+    StaticCatalog,
+    StaticUnits,
+    TransactionFailed,
+)
 from streams.kafka.topics import Topics
+from streams.units.model import UnitRegister
 from streams.wire.codec import Schema, encode
 from xiangyun.settings import Settings
 
@@ -70,7 +77,11 @@ class TxnProducer:
 
 def make_runtime(settings: Settings) -> tuple[Runtime, TxnProducer]:
     config = settings.streams
-    runtime = Runtime(config, catalog=StaticCatalog(Catalog.from_dir(settings.catalog_dir)))
+    runtime = Runtime(
+        config,
+        catalog=StaticCatalog(Catalog.from_dir(settings.catalog_dir)),
+        units=StaticUnits(UnitRegister.from_dir(settings.units_dir).approved()),
+    )
     producer = TxnProducer()
     runtime._producer = producer  # type: ignore[assignment]
     return runtime, producer
@@ -115,7 +126,10 @@ class Source:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings.from_env({}, topic_prefix="unit", app_id="unit-ingest", batch_size=50)
+    # One partition: every key's home is partition 0, where the fake messages stand.
+    return Settings.from_env(
+        {}, topic_prefix="unit", app_id="unit-ingest", batch_size=50, partitions=1
+    )
 
 
 def _batches(sample: list[Any], size: int) -> list[list[FakeMessage]]:

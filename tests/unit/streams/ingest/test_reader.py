@@ -94,11 +94,11 @@ def test_assigned_partitions_are_restored_before_they_are_read() -> None:
     parts = [TopicPartition("unit.collect", 2), TopicPartition("unit.collect", 0)]
     reader._on_assign(C(), parts)  # type: ignore[arg-type]
     assert reader.group_metadata() == "generation-1"
-    assert calls == [("restore", [2, 0])]
+    assert calls == [("restore", [0, 2])]
     assert reader.assigned == {0, 2}
 
 
-def test_a_revoke_commits_through_the_agent_before_the_partition_moves(
+def test_a_revoke_commits_through_the_agent_before_the_partitions_move(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[tuple[str, list[int]]] = []
@@ -114,10 +114,16 @@ def test_a_revoke_commits_through_the_agent_before_the_partition_moves(
         return True
 
     monkeypatch.setattr(reader, "_put", agent_commits)
-    reader._on_revoke(Meta(), [TopicPartition("unit.collect", 1)])  # type: ignore[arg-type]
-    assert len(handed) == 1
-    assert calls == [("drop", [1])], "committed, then dropped: nothing aborted"
-    assert reader.assigned == {0}
+    revoked = [TopicPartition("unit.collect", 0), TopicPartition("unit.collect", 1)]
+    reader._on_revoke(Meta(), revoked)  # type: ignore[arg-type]
+    assert len(handed) == 1, "one barrier: the agent committed what it held"
+    assert calls == [], "committed, nothing aborted; the state waits for the new assignment"
+    # Range rebalances eagerly: partition 0 comes back (its state is still good), 1 went
+    # to another worker (dropped), 2 is new (restored before it is read).
+    again = [TopicPartition("unit.collect", 0), TopicPartition("unit.collect", 2)]
+    reader._on_assign(Meta(), again)  # type: ignore[arg-type]
+    assert calls == [("drop", [1]), ("restore", [2])]
+    assert reader.assigned == {0, 2}
 
 
 def test_a_revoke_the_agent_cannot_commit_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
