@@ -47,6 +47,20 @@ def add_pools_parser(subparsers: Any) -> None:
     g.add_argument("subject_id", metavar="SUBJECT", help="subject id, e.g. a citizen id")
     g.add_argument("--json", action="store_true", help="print the record as JSON")
 
+    sh = verbs.add_parser(
+        "list",
+        help="a region's own share of a pool (a city reads what its units collected)",
+        description="The current records of RESOURCE collected in --region or, for a city, "
+        "in its districts (article 20: cities pre-aggregate and forward; each reads its own "
+        "share). One line per record; --json for every field.",
+    )
+    sh.add_argument("resource_id", metavar="RESOURCE", help="resource id, e.g. population.resident")
+    sh.add_argument(
+        "--region", required=True, help="GB/T 2260 code: a city (220100) or 220000 for all"
+    )
+    sh.add_argument("--limit", type=int, default=20, help="at most this many records (20)")
+    sh.add_argument("--json", action="store_true", help="print the records as JSON lines")
+
     s = verbs.add_parser(
         "stats",
         help="records per pool and resource, memory per record, freshness, digest",
@@ -78,7 +92,7 @@ def add_pools_parser(subparsers: Any) -> None:
 
 
 def run_pools(args: argparse.Namespace, settings: Settings) -> int:
-    handler = {"get": _get, "stats": _stats, "rebuild": _rebuild}[args.verb]
+    handler = {"get": _get, "list": _list, "stats": _stats, "rebuild": _rebuild}[args.verb]
     return handler(args, settings)
 
 
@@ -111,6 +125,27 @@ def _get(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(_jsonable(rec), ensure_ascii=False, indent=2))
     else:
         print(render_record(rec))
+    return 0
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    if args.limit < 1:
+        print("xiangyun pools list: --limit must be at least 1", file=sys.stderr)
+        return 2
+    view = PoolView(settings.streams, _registry(settings))
+    n = 0
+    for rec in view.share(args.resource_id, args.region, args.limit):
+        n += 1
+        if args.json:
+            print(json.dumps(_jsonable(rec), ensure_ascii=False))
+        else:
+            print(
+                f"{rec['subject_id']:<24} v{rec['version']:<6} {rec['provider']:<18} "
+                f"region {rec['region']}  via {rec.get('principal') or '?'}  "
+                f"observed {_when(rec['observed_at_ms'])}"
+            )
+    if not n:
+        print(f"{args.resource_id}: no records collected in {args.region}", file=sys.stderr)
     return 0
 
 

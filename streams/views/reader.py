@@ -17,9 +17,11 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.core.regions import PROVINCE, city_of, is_region
 from streams.kafka.config import StreamsConfig
 from streams.kafka.topics import Topics
 from streams.views.layout import (
+    BUCKETS,
     Entry,
     Layout,
     decode_record,
@@ -147,6 +149,33 @@ class PoolView:
             rec["payload_schema"] = None
             rec["payload_error"] = str(exc)
         return rec
+
+    def share(
+        self, resource_id: str, region: str, limit: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """A region's own share of a pool (article 20): the current records of
+        ``resource_id`` collected in ``region`` or, for a city, in its districts; the
+        province's code gives every record. Payloads as collected (``payload`` bytes)."""
+        gen = self.generation()
+        if gen is None:
+            return
+        contexts: dict[bytes, bytes] = {
+            _raw(k): _raw(v) for k, v in self.redis.hgetall(self.layout.context_key(gen)).items()
+        }
+        shown = 0
+        for bucket in range(BUCKETS):
+            key = f"{self.layout.gen_prefix(gen)}r:{resource_id}:{bucket:02x}"
+            for f, v in self._fields(key):
+                value = _raw(v)
+                rec = decode_record(
+                    resource_id, text(f), value, contexts.get(record_context_id(value), b"")
+                )
+                if not _within(rec["region"], region):
+                    continue
+                yield rec
+                shown += 1
+                if limit is not None and shown >= limit:
+                    return
 
     # -- freshness ------------------------------------------------------------------------
 
@@ -280,3 +309,10 @@ def end_offsets(config: StreamsConfig, timeout: float = 10.0) -> dict[tuple[str,
         return out
     finally:
         c.close()
+
+
+def _within(code: str, region: str) -> bool:
+    """``code`` is ``region``, or one of its districts (the province holds every code)."""
+    if code == region or region == PROVINCE:
+        return True
+    return is_region(code) and city_of(code) == region

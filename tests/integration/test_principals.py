@@ -9,6 +9,11 @@ provincial pool with the city as origin; COMMISSIONED names the registered third
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
 import uuid
 
 from confluent_kafka import Producer
@@ -18,6 +23,7 @@ from connectors.producer import SourceProducer
 from streams.core.channel import Channel
 from streams.core.partitioner import partition_for
 from streams.kafka.topics import Topics
+from streams.views import PoolView
 from streams.wire.codec import SchemaRegistry, decode
 from streams.wire.envelope import Envelope, EnvelopeCodec
 from xiangyun.outcomes import read_ledger, wait_for_no_lag
@@ -71,7 +77,8 @@ def test_each_principal_answers_for_its_own_units(
          "REGION_MISMATCH"),
         ("city aggregation", city, other.key,
          fresh(city_env, provider=district, region="220102"), "accepted", ""),
-        ("commissioned by itself", "220000-ZRZY", pl, fresh(land, provider="220000-ZRZY", channel=commissioned),
+        ("commissioned by itself", "220000-ZRZY", pl,
+         fresh(land, provider="220000-ZRZY", channel=commissioned),
          "rejected", "COMMISSION_MISMATCH"),
         ("commissioned third party", "220000-ZRZY", pl,
          fresh(land, provider=third, channel=commissioned, version=20), "accepted", ""),
@@ -92,8 +99,27 @@ def test_each_principal_answers_for_its_own_units(
     )
     assert raw.flush(30) == 0
 
+    view = PoolView(settings.streams)
     with WorkerProcess(settings, name=f"principals-{settings.app_id}"):
         assert wait_for_no_lag(settings, topics, timeout=90) == 0
+        deadline = time.monotonic() + 60
+        while not view.freshness().current or view.generation() is None:
+            assert time.monotonic() < deadline, "the Redis view did not catch up"
+            time.sleep(0.2)
+        # The city reads its own share of the provincial pool, and only that.
+        env_vars = {k: v for k, v in os.environ.items() if not k.startswith("XIANGYUN_")}
+        env_vars.update(settings.describe(reveal=True))
+        listed = subprocess.run(
+            [sys.executable, "-m", "xiangyun", "pools", "list", "population.resident",
+             "--region", "220100", "--json"],
+            env=env_vars, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        share = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert [(x["subject_id"], x["provider"], x["principal"]) for x in share] == [
+            (city_env.subject_id, district, city)
+        ]
+    view.flush()
     ledger = read_ledger(settings, topics)
     assert ledger.published == len(cases) + 1
     assert ledger.missing() == [] and ledger.doubled() == {}
