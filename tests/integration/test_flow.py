@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -271,7 +272,7 @@ def test_prometheus_scrapes_the_worker(settings: Settings, free_port: int, tmp_p
 
 def test_demo_command_adds_up(settings: Settings) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("XIANGYUN_")}
-    env.update(settings.describe())
+    env.update(settings.describe(reveal=True))
     done = subprocess.run(
         [sys.executable, "-m", "xiangyun", "demo", "--records", "1000", "--no-stack"],
         env=env,
@@ -280,7 +281,10 @@ def test_demo_command_adds_up(settings: Settings) -> None:
         timeout=240,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "records published   1,000" in done.stdout
+    # 1,000 records and every 30th subject's current version sent once more
+    published = re.search(r"records published\s+([\d,]+)", done.stdout)
+    assert published is not None and 1_000 < int(published[1].replace(",", "")) < 1_040
+    assert re.search(r"DUPLICATE\s+(\d+)\s+expected \1", done.stdout), done.stdout
     assert "OK: every record has exactly one outcome" in done.stdout
 
 
