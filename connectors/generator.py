@@ -40,6 +40,7 @@ from typing import Any
 from streams.catalog.model import Catalog, Resource
 from streams.catalog.spec import MAX_STRING, subject_of
 from streams.core.channel import Channel
+from streams.core.consent import Consent
 from streams.core.identifiers import CREDIT_CODE_ALPHABET, citizen_id_check_char, make_credit_code
 from streams.core.reasons import Reason
 from streams.core.regions import CITIES, PROVINCE, REGIONS, districts_of
@@ -84,6 +85,7 @@ BROKEN_KINDS: dict[str, Reason] = {
     "key_mismatch": Reason.KEY_MISMATCH,  # Kafka key names another subject
 }
 
+_CONSENT_LEAD_MS = 86_400_000  # a generated consent is granted a day before the stream starts
 _UPDATE_SHARE = 0.1
 _RECENT = 2048  # subjects remembered per resource for updates
 _HUGE_LEN = 2 * MAX_STRING  # characters: well over the limit, well under Kafka's 1 MB
@@ -569,6 +571,8 @@ class SampleGenerator:
     spec stored with the version in force, :meth:`streams.kafka.catalog_store.CatalogStore.spec`).
     ``evidence_share`` of the valid records come from a city unit that is not the provincial
     resource's provider (multi-source verification, article 20): expected ``verification``.
+    ``consents=True`` keeps the consent each record's ``consent_ref`` cites
+    (:meth:`consents`); the records themselves are the same either way.
     """
 
     def __init__(
@@ -585,6 +589,7 @@ class SampleGenerator:
         spec_of: Callable[[Resource], Schema] | None = None,
         evidence_share: float = 0.0,
         units: UnitRegister | None = None,
+        consents: bool = False,
     ) -> None:
         for name, share in (("broken_share", broken_share), ("evidence_share", evidence_share)):
             if not 0.0 <= share <= 1.0 or math.isnan(share):
@@ -601,6 +606,9 @@ class SampleGenerator:
         self.skipped: list[str] = []  # in-force resources no valid payload can be made for
         self._rng = random.Random(seed)
         self._clock = start_ms
+        self._start_ms = start_ms
+        #: consents of the records made since the last :meth:`consents` call (None: not kept)
+        self._consents: list[Consent] | None = [] if consents else None
         self._version = 0
         self._emitted = 0  # records so far
         self._kind_no = 0  # broken records so far
@@ -852,7 +860,7 @@ class SampleGenerator:
         if provider is None:
             commissioned = channel is Channel.COMMISSIONED and self._third_party(res)
             provider = commissioned or res.provider
-        return Envelope(
+        env = Envelope(
             record_id=str(uuid.UUID(int=r.getrandbits(128), version=4)),
             resource_id=resource_id or res.id,
             subject_id=subject,
@@ -866,6 +874,28 @@ class SampleGenerator:
             if consent and res.consent_required
             else None,
         )
+        if self._consents is not None and env.consent_ref is not None:
+            self._consents.append(
+                Consent(
+                    consent_id=env.consent_ref,
+                    subject_id=env.subject_id,
+                    resource_id=env.resource_id,
+                    granted_by=res.provider,
+                    scope=f"collection of {res.id} about the subject",
+                    granted_at_ms=self._start_ms - _CONSENT_LEAD_MS,
+                )
+            )
+        return env
+
+    def consents(self) -> list[Consent]:
+        """The consents the records made since the last call cite (one per record of a
+        resource that requires consent and carries a reference), in force from a day before
+        the stream's start, without end; publish them before the records
+        (:class:`connectors.consent.ConsentPublisher`). Needs ``consents=True``."""
+        if self._consents is None:
+            raise ValueError("this generator keeps no consents: make it with consents=True")
+        out, self._consents = self._consents, []
+        return out
 
     def _source(self, plan: _Plan) -> str:
         return plan.sources[int(self._rng.random() * len(plan.sources))]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["Metrics", "ViewMetrics"]
+__all__ = ["Metrics", "QualityMetrics", "ViewMetrics"]
 
 
 class Metrics:
@@ -133,3 +134,91 @@ class ViewMetrics:
         for pool, n in counts.items():
             self.records.labels(pool).inc(n)
         self._applied_at = at
+
+
+class QualityFigures(Protocol):
+    """What :class:`QualityMetrics` shows of one (resource, unit) pair's window figures."""
+
+    @property
+    def records(self) -> int: ...
+    @property
+    def completeness(self) -> float | None: ...
+    @property
+    def validity(self) -> float | None: ...
+    @property
+    def timeliness(self) -> float | None: ...
+    @property
+    def consistency(self) -> float | None: ...
+
+
+class QualityMetrics:
+    """Data quality per resource and providing unit (article 22), over the quality agent's
+    15-minute window; on ``registry`` (a worker passes :attr:`Metrics.registry`). Labels come
+    from the catalog and the unit register only, never from the data, so their number is
+    bounded by the catalog. A share with nothing to measure is NaN (no alert fires on it)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry if registry is not None else CollectorRegistry()
+        pair = ["resource", "unit"]
+        self.window_records = Gauge(
+            "xiangyun_quality_window_records",
+            "Records of a resource and unit that reached an outcome in the last 15 minutes",
+            pair,
+            registry=r,
+        )
+        self.completeness = Gauge(
+            "xiangyun_quality_completeness_ratio",
+            "Share of the collection spec's fields filled in accepted records (15 minutes)",
+            pair,
+            registry=r,
+        )
+        self.validity = Gauge(
+            "xiangyun_quality_validity_ratio",
+            "Share of records not rejected (15 minutes)",
+            pair,
+            registry=r,
+        )
+        self.timeliness = Gauge(
+            "xiangyun_quality_timeliness_ratio",
+            "Share of accepted records within the update frequency's delay (15 minutes)",
+            pair,
+            registry=r,
+        )
+        self.consistency = Gauge(
+            "xiangyun_quality_consistency_ratio",
+            "Share of verification results agreeing with the pool (15 minutes)",
+            pair,
+            registry=r,
+        )
+        self.open_conflicts = Gauge(
+            "xiangyun_quality_open_conflicts",
+            "Verification conflicts still open",
+            pair,
+            registry=r,
+        )
+        self.rejected = Counter(
+            "xiangyun_quality_rejected_records",
+            "Rejected records by resource, unit and reason code, as the quality agent read them",
+            ["resource", "unit", "reason"],
+            registry=r,
+        )
+        self.bad_records = Counter(
+            "xiangyun_quality_bad_records",
+            "Outcome or verification records the quality agent could not read (see its log)",
+            registry=r,
+        )
+
+    def show(self, rows: Iterable[tuple[str, str, QualityFigures, int | None]]) -> None:
+        """Set the gauges of every (resource, unit, window figures, open conflicts)."""
+        for resource, unit, fig, conflicts in rows:
+            self.window_records.labels(resource, unit).set(fig.records)
+            for gauge, value in (
+                (self.completeness, fig.completeness),
+                (self.validity, fig.validity),
+                (self.timeliness, fig.timeliness),
+                (self.consistency, fig.consistency),
+            ):
+                gauge.labels(resource, unit).set(math.nan if value is None else value)
+            self.open_conflicts.labels(resource, unit).set(
+                math.nan if conflicts is None else conflicts
+            )

@@ -8,12 +8,14 @@ import ssl
 
 import faust
 
-from monitoring.metrics import ViewMetrics
+from monitoring.metrics import QualityMetrics, ViewMetrics
 from streams.audit.agent import register_audit
 from streams.ingest.agent import register_ingest
 from streams.ingest.reader import CollectReader
 from streams.ingest.runtime import Runtime, die
+from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import KafkaConfig, StreamsConfig
+from streams.quality.agent import register_quality
 from streams.views import Materializer, register_materializer
 
 __all__ = ["broker_credentials", "create_app", "run_worker"]
@@ -100,6 +102,18 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
     )
     # The access log's signed checkpoints and its data-tracker index.
     register_audit(app, config)
+    # Data quality per resource and unit, from the outcome topics read_committed.
+    catalog = runtime.catalog
+    register_quality(
+        app,
+        config,
+        registry=runtime.registry,
+        catalog=catalog,
+        units=(lambda: [u.code for u in catalog.unit_register()])
+        if isinstance(catalog, CatalogStore)
+        else None,
+        metrics=QualityMetrics(runtime.metrics.registry),
+    )
 
     @app.task  # type: ignore[untyped-decorator]
     async def freeze_startup_objects() -> None:

@@ -48,8 +48,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
+from connectors.consent import ConsentPublisher
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
+from streams.core.consent import Consent
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import idempotent_producer
 from streams.kafka.schema_topic import SchemaTopic
@@ -459,6 +461,7 @@ def run_bench(
         registry = SchemaRegistry.from_dir(settings.schema_dir)
         codec = EnvelopeCodec(registry, settings.schema_dir)
         sample: list[tuple[str, bytes, bytes]] = []
+        cited: list[Consent] = []
         extra: list[Schema] = []
         for i in range(runs):
             run = dataclasses.replace(
@@ -479,13 +482,17 @@ def run_bench(
                         seed=11,
                         broken_share=0.05,
                         spec_of=store.spec,
+                        consents=True,
                     )
                     _say(f"[setup] generating {records:,} sample records ...")
                     sample = [(r.principal, r.key, r.value) for r in gen.records(records)]
                     extra = list(gen.extra_schemas)
+                    cited = gen.consents()
             ensure_collect_topics(run)  # the unit register came with the catalog
             producer = SourceProducer(run.streams, SchemaTopic(run.kafka, topics.schemas, registry))
             producer.register([*registry, *extra])
+            with ConsentPublisher(run.streams, registry=registry) as consents:
+                consents.grant(cited)  # the consents the records cite, on record first
             _say(f"[run {i + 1}/{runs}] publishing {records:,} records ...")
             producer.send_all(sample, total=len(sample))
             # The raw pipes write to topics configured exactly like a pool topic.

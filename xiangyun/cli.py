@@ -1,5 +1,5 @@
 """The ``xiangyun`` command line: stack, worker, demo, bench, topics, config, catalog, units,
-pools, audit, policy, approvals, exchange."""
+pools, audit, policy, approvals, exchange, quality."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from xiangyun.audit_cli import add_audit_parser
 from xiangyun.catalog_cli import add_catalog_parser, bootstrap_catalog
 from xiangyun.policy_cli import add_policy_parsers, bootstrap_policy
 from xiangyun.pools_cli import add_pools_parser
+from xiangyun.quality_cli import add_quality_parser
 from xiangyun.settings import ConfigError, Settings
 from xiangyun.units_cli import add_units_parser, bootstrap_units
 
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pools_parser(sub)
     add_audit_parser(sub)
     add_policy_parsers(sub)
+    add_quality_parser(sub)
     return p
 
 

@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
+from connectors.consent import ConsentPublisher
 from connectors.generator import SampleGenerator, SampleRecord
 from connectors.producer import SourceProducer
 from streams.kafka.catalog_store import CatalogStore
@@ -89,6 +90,7 @@ def run_demo(
             broken_share=broken_share,
             spec_of=store.spec,
             evidence_share=EVIDENCE_SHARE,
+            consents=True,
         )
     print(
         f"generating {records:,} sample records ({broken_share:.0%} deliberately broken, "
@@ -110,6 +112,9 @@ def run_demo(
     schema_topic = SchemaTopic(settings.kafka, topics.schemas, registry)
     producer = SourceProducer(settings.streams, schema_topic)
     producer.register([*registry, *gen.extra_schemas])
+    # Consents on record before the records that cite them (article 18).
+    with ConsentPublisher(settings.streams, registry=registry) as consents:
+        consents.grant(gen.consents())
     with WorkerProcess(settings, name="demo-worker") as worker:
         # Records left by an earlier, interrupted run are worked off before we count.
         wait_for_no_lag(settings, topics)

@@ -83,6 +83,8 @@ class Settings:
     policy_dir: Path = field(default_factory=xiangyun_data.policy_dir)
     policy_bulk_threshold: int = 100
     policy_mask_key: str = ""
+    # Data quality (article 22): how often the quality agent writes its snapshot topic.
+    quality_snapshot_interval_ms: int = 5000
     # Transport security of every Kafka client, passed through to librdkafka (and Faust).
     kafka_security_protocol: str = ""
     kafka_sasl_mechanism: str = ""
@@ -133,6 +135,11 @@ class Settings:
         if self.audit_key_file and self.audit_key_file.endswith(("/", "\\")):
             raise ConfigError(
                 f"XIANGYUN_AUDIT_KEY_FILE={self.audit_key_file!r}: a file, not a folder"
+            )
+        if not 100 <= self.quality_snapshot_interval_ms <= 3_600_000:
+            raise ConfigError(
+                f"XIANGYUN_QUALITY_SNAPSHOT_INTERVAL_MS={self.quality_snapshot_interval_ms}: "
+                "100 to 3600000"
             )
         if not 1 <= self.policy_bulk_threshold <= 10_000_000:
             raise ConfigError(
@@ -193,6 +200,7 @@ class Settings:
             policy_dir=self.policy_dir,
             policy_bulk_threshold=self.policy_bulk_threshold,
             policy_mask_key=self.policy_mask_key,
+            quality_snapshot_interval_ms=self.quality_snapshot_interval_ms,
         )
 
     @property

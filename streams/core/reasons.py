@@ -26,6 +26,12 @@ class Reason(StrEnum):
     REGION_MISMATCH = "REGION_MISMATCH"  # region not the resource's region or one of its cities
     CHANNEL_NOT_ALLOWED = "CHANNEL_NOT_ALLOWED"  # collection channel the catalog does not allow
     CONSENT_MISSING = "CONSENT_MISSING"  # consent required and no consent reference
+    # The consent reference checked against the consents on record (streams.core.consent)
+    CONSENT_UNKNOWN = "CONSENT_UNKNOWN"  # no consent on record with that reference (or erased)
+    CONSENT_MISMATCH = "CONSENT_MISMATCH"  # the consent is another subject's or resource's
+    CONSENT_NOT_YET_GIVEN = "CONSENT_NOT_YET_GIVEN"  # observed before the consent was granted
+    CONSENT_EXPIRED = "CONSENT_EXPIRED"  # observed at or after the consent's expiry
+    CONSENT_WITHDRAWN = "CONSENT_WITHDRAWN"  # observed at or after the subject withdrew it
     FIELD_RULE = "FIELD_RULE"  # a field rule failed (check character, region, date, enum, length)
     INVALID_SUBJECT = "INVALID_SUBJECT"  # subject id fails its identifier check
     # Who sends what (article 22): the register of units and the principal's topic

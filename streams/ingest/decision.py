@@ -50,6 +50,9 @@ _UUID = re.compile(
 
 MAX_RECORD_BYTES = 1_048_576
 
+#: consent reference, subject, resource, observed-at → why it is not in force, or None
+ConsentCheck = Callable[[str | None, str, str, int], Reason | None]
+
 #: the reader schema (collection spec) of a resource's version
 SpecOf = Callable[[Resource], Schema]
 
@@ -125,6 +128,7 @@ class Ingestor:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         units: Callable[[], UnitRegister] | None = None,
         partitions: int = 0,
+        consent: ConsentCheck | None = None,
     ) -> None:
         self.codec = codec
         self.registry: SchemaRegistry = codec.registry
@@ -143,6 +147,8 @@ class Ingestor:
         #: partitions of every collect topic (0: not checked): Kafka's partitioner must put
         #: a record's key where it arrived, so one owner decides every record of a key
         self.partitions = partitions
+        #: the consents on record (article 18); None: a non-empty reference suffices
+        self.consent = consent
         self._principals: dict[str, str | None] = {}
         self.max_clock_skew_ms = max_clock_skew_ms
         self._clock_ms = clock_ms
@@ -247,6 +253,14 @@ class Ingestor:
             )
         resource = self._resource(resource_id)
         self._check_envelope(region, channel, consent_ref, resource)
+        if resource.consent_required and self.consent is not None:
+            failed = self.consent(consent_ref, subject_id, resource_id, observed_at_ms)
+            if failed is not None:
+                raise IngestRejection(
+                    failed,
+                    f"{resource.id}: consent {consent_ref!r:.60} is not in force for this "
+                    f"subject at the observed time ({failed.value})",
+                )
         authoritative, principal = self._check_unit(provider, region, channel, resource, topic)
         spec = self._spec(resource)  # registers the spec: its own payloads need no lookup
         # codec.decode_payload(env, spec), the writer looked up once

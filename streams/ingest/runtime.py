@@ -30,6 +30,7 @@ from streams.ingest.decision import Ingestor, Outcome, SpecOf, file_spec_loader
 from streams.ingest.pool_state import STATE_HEADER, PoolState
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import StreamsConfig
+from streams.kafka.consent_store import ConsentBook
 from streams.kafka.lag import group_lag
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_topics
@@ -135,6 +136,7 @@ class Runtime:
         catalog: CatalogSource | None = None,
         metrics: Metrics | None = None,
         units: UnitsSource | None = None,
+        consents: bool = True,
     ) -> None:
         self.config = config
         self.topics = Topics.of(config)
@@ -145,6 +147,10 @@ class Runtime:
         # `xiangyun stack up`'s, the demo's, the benchmark's or `xiangyun catalog bootstrap`'s.
         self.catalog: CatalogSource = catalog or CatalogStore(config)
         self.units: UnitsSource = units or UnitsStore(config)
+        # Consents on record (article 18); None in unit tests: a reference suffices there.
+        self.consents: ConsentBook | None = (
+            ConsentBook(config, registry=self.registry) if consents else None
+        )
         self.metrics = metrics or Metrics()
         catalog_source = self.catalog
         self.metrics.catalog_errors.set_function(lambda: catalog_source.errors)  # at scrape time
@@ -160,6 +166,7 @@ class Runtime:
             max_clock_skew_ms=config.max_clock_skew_ms,
             units=self.units.current,
             partitions=config.partitions,
+            consent=self.consents.check if self.consents is not None else None,
         )
         self._producer: Producer | None = None
         self._failures: list[str] = []
@@ -179,6 +186,8 @@ class Runtime:
             )
         ensure_topics(self.config, self.topics, principals=principals)
         self._check_partitioning()
+        if self.consents is not None:
+            self.consents.start()
         self.schema_topic.follow()
         self.catalog.start()
         if not len(self.catalog.current()):
@@ -239,6 +248,8 @@ class Runtime:
         self.schema_topic.close()
         self.catalog.close()
         self.units.close()
+        if self.consents is not None:
+            self.consents.close()
 
     # -- pool state ----------------------------------------------------------------------
     def restore(self, partitions: Sequence[int], timeout: float | None = None) -> int:

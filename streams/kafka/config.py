@@ -145,10 +145,17 @@ class StreamsConfig:
     #: the platform key of keyed-hash masks (HMAC-SHA256); empty: keyed hashes are refused
     policy_mask_key: str = field(default="", repr=False)
 
+    #: the quality agent writes its snapshot topic (and sets its gauges) this often
+    quality_snapshot_interval_ms: int = 5000
+
     def __post_init__(self) -> None:
         if not 100 <= self.audit_checkpoint_interval_ms <= 3_600_000:
             raise ValueError(
                 f"audit_checkpoint_interval_ms={self.audit_checkpoint_interval_ms}: 100 to 3600000"
+            )
+        if not 100 <= self.quality_snapshot_interval_ms <= 3_600_000:
+            raise ValueError(
+                f"quality_snapshot_interval_ms={self.quality_snapshot_interval_ms}: 100 to 3600000"
             )
 
     @property

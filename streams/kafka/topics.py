@@ -131,6 +131,18 @@ class Topics:
         return f"{self.prefix}.units.changes"
 
     @property
+    def consents(self) -> str:
+        """Compacted: consent id → the consent's current state (article 18), published by
+        source systems (:mod:`connectors.consent`), followed by every ingest worker."""
+        return f"{self.prefix}.consents"
+
+    @property
+    def quality(self) -> str:
+        """Compacted: ``resource|unit`` → the latest data-quality snapshot of that pair
+        (article 22), written by the quality agent, read by `xiangyun quality`."""
+        return f"{self.prefix}.quality"
+
+    @property
     def outcomes(self) -> list[str]:
         """Every topic an ingested record can end in: the pools, superseded, verification,
         rejected."""
@@ -157,6 +169,8 @@ class Topics:
         out[self.policy_changes] = dict(_KEPT_FOREVER)
         out[self.units] = dict(_COMPACT)
         out[self.units_changes] = dict(_KEPT_FOREVER)
+        out[self.consents] = dict(_COMPACT)
+        out[self.quality] = dict(_COMPACT)
         return out
 
     @property

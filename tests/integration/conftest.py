@@ -14,9 +14,11 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from connectors.consent import ConsentPublisher
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
 from streams.catalog.model import Catalog
@@ -117,16 +119,36 @@ def catalog(settings: Settings) -> Catalog:
 
 @pytest.fixture
 def generator(codec: EnvelopeCodec, catalog: Catalog, settings: Settings) -> SampleGenerator:
-    return SampleGenerator(codec, catalog, settings.schema_dir, seed=5, broken_share=0.0)
+    return SampleGenerator(
+        codec, catalog, settings.schema_dir, seed=5, broken_share=0.0, consents=True
+    )
 
 
 @pytest.fixture
 def producer(
     settings: Settings, topics: Topics, registry: SchemaRegistry, generator: SampleGenerator
 ) -> SourceProducer:
-    p = SourceProducer(settings.streams, SchemaTopic(settings.kafka, topics.schemas, registry))
+    p = ConsentingProducer(
+        settings.streams, SchemaTopic(settings.kafka, topics.schemas, registry), generator
+    )
     p.register([*registry, *generator.extra_schemas])
     return p
+
+
+class ConsentingProducer(SourceProducer):
+    """A source system that records its subjects' consents before the records citing them
+    (article 18): the consents the generator's records cite go out first."""
+
+    def __init__(self, config: Any, schema_topic: SchemaTopic, generator: SampleGenerator) -> None:
+        super().__init__(config, schema_topic)
+        self.generator = generator
+        self.consents = ConsentPublisher(config)
+
+    def send_all(self, records: Any, **kwargs: Any) -> int:
+        records = list(records)  # generate first: the consents they cite are then known
+        self.consents.grant(self.generator.consents())
+        self.consents.flush()
+        return super().send_all(records, **kwargs)
 
 
 @pytest.fixture

@@ -110,10 +110,13 @@ def test_bad_input_is_rejected_with_reason_and_original_bytes(
     worker: WorkerProcess,
 ) -> None:
     broken = SampleGenerator(
-        codec, generator.catalog, settings.schema_dir, seed=9, broken_share=1.0
+        codec, generator.catalog, settings.schema_dir, seed=9, broken_share=1.0, consents=True
     )
     producer.register(broken.extra_schemas)
     sample = list(broken.records(len(broken.kinds) * 2))
+    # Their consents are on record: each broken record fails on what its kind breaks.
+    producer.consents.grant(broken.consents())  # type: ignore[attr-defined]
+    producer.consents.flush()  # type: ignore[attr-defined]
     # Bytes no producer would send, and a record without a key.
     raw = [(None, b"\x00"), (b"k", b"\xc3\x01" + b"\xff" * 8), (b"k", b"\xc3\x01short")]
     producer.send_all(

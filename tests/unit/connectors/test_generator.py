@@ -531,3 +531,39 @@ def test_no_evidence_share_keeps_the_stream_unchanged() -> None:
     a, _ = make(seed=4)
     b, _ = make(seed=4, evidence_share=0.0)
     assert [r.value for r in a.records(200)] == [r.value for r in b.records(200)]
+
+
+def test_consents_match_the_references_and_leave_the_stream_unchanged() -> None:
+    from streams.core.consent import check_terms
+
+    gen, codec = make(
+        seed=4, share=0.05, consents=True, weights={"220100.population.elderly_allowance": 50.0}
+    )
+    plain, _ = make(seed=4, share=0.05, weights={"220100.population.elderly_allowance": 50.0})
+    records = list(gen.records(600))
+    assert [r.value for r in records] == [r.value for r in plain.records(600)]
+    consents = {c.consent_id: c for c in gen.consents()}
+    assert gen.consents() == []  # drained
+    cited = []
+    for rec in records:
+        if rec.kind != "valid":
+            continue
+        env = codec.decode(rec.value)
+        resource = CATALOG.get(env.resource_id)
+        assert resource is not None
+        if not resource.consent_required:
+            assert env.consent_ref is None
+            continue
+        assert env.consent_ref is not None
+        c = consents[env.consent_ref]
+        assert c.granted_by == resource.provider
+        reason = check_terms(c.terms(), env.subject_id, env.resource_id, env.observed_at_ms)
+        assert reason is None
+        cited.append(env.consent_ref)
+    assert len(cited) > 50
+
+
+def test_consents_need_the_flag() -> None:
+    gen, _ = make(seed=4)
+    with pytest.raises(ValueError, match="consents=True"):
+        gen.consents()

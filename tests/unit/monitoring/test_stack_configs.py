@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitoring.metrics import Metrics, ViewMetrics
+from monitoring.metrics import Metrics, QualityMetrics, ViewMetrics
 from streams.core.reasons import Reason
 from xiangyun.cli import build_parser
 from xiangyun.settings import PREFIX, Settings
@@ -51,6 +51,8 @@ REQUIRED_ALERTS = {
     "XiangyunIngestLatencyHigh",
     "XiangyunViewLagging",
     "XiangyunViewBadRecords",
+    "XiangyunQualityValidityLow",
+    "XiangyunQualityTimelinessLow",
 }
 HEALTHCHECKED = {"kafka", "redis", "prometheus"}
 
@@ -410,6 +412,7 @@ def _exported() -> tuple[set[str], set[str]]:
     :class:`ViewMetrics` of its materializer, on one registry."""
     metrics = Metrics()
     view = ViewMetrics(metrics.registry)
+    quality = QualityMetrics(metrics.registry)
     names: set[str] = set()
     labels: set[str] = set()
     for family in metrics.registry.collect():
@@ -418,7 +421,7 @@ def _exported() -> tuple[set[str], set[str]]:
             "histogram": ("_bucket", "_sum", "_count"),
         }.get(family.type, ("",))
         names |= {family.name + s for s in suffixes}
-    for collector in [*vars(metrics).values(), *vars(view).values()]:
+    for collector in [*vars(metrics).values(), *vars(view).values(), *vars(quality).values()]:
         labels |= set(getattr(collector, "_labelnames", ()))
     return names, labels
 
@@ -468,6 +471,7 @@ def test_every_exported_metric_is_on_the_dashboard() -> None:
     """A metric added to monitoring.metrics gets a panel (or this test says which has none)."""
     metrics = Metrics()
     ViewMetrics(metrics.registry)
+    QualityMetrics(metrics.registry)
     used = " ".join(_dashboard_exprs())
     missing = {
         family.name
@@ -928,6 +932,72 @@ _SCENARIOS += [
         "every pool record readable",
         {f'xiangyun_view_bad_records_total{{instance="{_W}"}}': "0x30"},
         [quiet(12, "XiangyunViewBadRecords")],
+    ),
+]
+
+
+# The data quality rules: gauges over the quality agent's 15-minute window.
+_RES, _UNIT = "population.resident", "220000-GA"
+_PAIR = f'resource="{_RES}",unit="{_UNIT}"'
+
+
+def _quality(ratio: str, share: str, records: str) -> dict[str, str]:
+    return {
+        f"xiangyun_quality_{ratio}_ratio{{{_PAIR}}}": share,
+        f"xiangyun_quality_window_records{{{_PAIR}}}": records,
+    }
+
+
+_SCENARIOS += [
+    (
+        "validity 70% from minute 5 on",
+        _quality("validity", "1x5 0.7x40", "500x45"),
+        [
+            quiet(12, "XiangyunQualityValidityLow"),  # not yet for 15m
+            fires(
+                25,
+                "XiangyunQualityValidityLow",
+                f"Validity of {_RES} from {_UNIT} is 70%",
+                severity="warning",
+                resource=_RES,
+                unit=_UNIT,
+            ),
+        ],
+    ),
+    (
+        "validity 95%: fine",
+        _quality("validity", "0.95x40", "500x40"),
+        [quiet(25, "XiangyunQualityValidityLow")],
+    ),
+    (
+        "validity 50%, but 4 records in the window",
+        _quality("validity", "0.5x40", "4x40"),
+        [quiet(25, "XiangyunQualityValidityLow")],
+    ),
+    (
+        "no records: the ratio is NaN",
+        _quality("validity", " ".join(["NaN"] * 41), "0x40"),
+        [quiet(25, "XiangyunQualityValidityLow")],
+    ),
+    (
+        "timeliness 40% from minute 5 on",
+        _quality("timeliness", "1x5 0.4x40", "200x45"),
+        [
+            quiet(12, "XiangyunQualityTimelinessLow"),
+            fires(
+                25,
+                "XiangyunQualityTimelinessLow",
+                f"Timeliness of {_RES} from {_UNIT} is 40%",
+                severity="warning",
+                resource=_RES,
+                unit=_UNIT,
+            ),
+        ],
+    ),
+    (
+        "timeliness 90%: fine",
+        _quality("timeliness", "0.9x40", "200x40"),
+        [quiet(25, "XiangyunQualityTimelinessLow")],
     ),
 ]
 

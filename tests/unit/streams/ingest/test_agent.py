@@ -81,6 +81,7 @@ def make_runtime(settings: Settings) -> tuple[Runtime, TxnProducer]:
         config,
         catalog=StaticCatalog(Catalog.from_dir(settings.catalog_dir)),
         units=StaticUnits(UnitRegister.from_dir(settings.units_dir).approved()),
+        consents=False,
     )
     producer = TxnProducer()
     runtime._producer = producer  # type: ignore[assignment]
