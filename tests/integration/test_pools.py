@@ -164,9 +164,9 @@ def test_duplicates_stale_conflicts_and_bad_versions(
         producer.send_all([(base.principal, base.key, value)], progress=False)
     assert wait_for_no_lag(settings, topics, timeout=60) == 0
     ledger = read_ledger(settings, topics)
-    partition = next(p for p, (lo, hi) in ledger.collected.items() if hi > lo)
-    low, high = ledger.collected[partition]
-    got = [ledger.outcomes.get((partition, o)) for o in range(low, high)]
+    (topic, partition) = next(tp for tp, (lo, hi) in ledger.collected.items() if hi > lo)
+    low, high = ledger.collected[(topic, partition)]
+    got = [ledger.outcomes.get((topic, partition, o)) for o in range(low, high)]
     assert got == [
         [(exp.split(":")[0], exp.split(":")[1] if ":" in exp else "")] for _, _, exp in sends
     ]
