@@ -142,6 +142,9 @@ class StreamsConfig:
     #: the platform key of keyed-hash masks (HMAC-SHA256); empty: keyed hashes are refused
     policy_mask_key: str = field(default="", repr=False)
 
+    #: how often the exchange looks for new request topics (new departments), ms
+    exchange_metadata_refresh_ms: int = 5000
+
     def __post_init__(self) -> None:
         if not 100 <= self.audit_checkpoint_interval_ms <= 3_600_000:
             raise ValueError(
@@ -152,6 +155,11 @@ class StreamsConfig:
     def ingest_group(self) -> str:
         """Consumer group of the ingest on the collect topic (Faust's own group is app_id)."""
         return f"{self.app_id}.ingest"
+
+    @property
+    def exchange_group(self) -> str:
+        """Consumer group of the exchange on the request topics and the pool topics."""
+        return f"{self.app_id}.exchange"
 
 
 def idempotent_producer(kafka: KafkaConfig, **overrides: Any) -> Producer:
