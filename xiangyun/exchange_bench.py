@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from xiangyun.settings import Settings
@@ -131,6 +131,18 @@ def _echo(settings: Settings, ping: str, pong: str) -> None:
         producer.poll(0)
 
 
+def _end(consumer: Consumer, tp: TopicPartition) -> int:
+    """The partition's end, once the new topic has a leader."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1])
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _bare(settings: Settings, rate: float, seconds: float, payload: bytes) -> Phase:
     prefix = settings.topic_prefix
     ping, pong = f"{prefix}.bench.ping", f"{prefix}.bench.pong"
@@ -161,12 +173,14 @@ def _bare(settings: Settings, rate: float, seconds: float, payload: bytes) -> Ph
         )
     )
     parts = consumer.list_topics(pong, timeout=10).topics[pong].partitions
-    consumer.assign(
-        [
-            TopicPartition(pong, p, consumer.get_watermark_offsets(TopicPartition(pong, p))[1])
-            for p in parts
-        ]
-    )
+    try:
+        consumer.assign(
+            [TopicPartition(pong, p, _end(consumer, TopicPartition(pong, p))) for p in parts]
+        )
+    except BaseException:
+        echo.kill()
+        consumer.close()
+        raise
     stop = threading.Event()
 
     def read() -> None:
