@@ -9,7 +9,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["Metrics", "QualityMetrics", "ViewMetrics"]
+__all__ = ["ExchangeMetrics", "Metrics", "QualityMetrics", "ViewMetrics"]
 
 
 class Metrics:
@@ -222,3 +222,56 @@ class QualityMetrics:
             self.open_conflicts.labels(resource, unit).set(
                 math.nan if conflicts is None else conflicts
             )
+
+
+class ExchangeMetrics:
+    """Metrics of the exchange (共享交换) on ``registry`` (a worker passes
+    :attr:`Metrics.registry`, so one endpoint serves all)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "xiangyun_exchange_requests",
+            "Exchange requests answered, by decision (ALLOWED, REFUSED, TIMEOUT, MALFORMED) "
+            "and reason code (OK, a refusal reason, RETRY for a retried request)",
+            ["decision", "reason"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "xiangyun_exchange_answer_seconds",
+            "From a request written to its topic (its Kafka timestamp) to its answer committed",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "xiangyun_exchange_subscription_deliveries",
+            "Pool changes delivered to subscribers, by resource and decision",
+            ["resource", "decision"],
+            registry=r,
+        )
+        self.subscriptions = Gauge(
+            "xiangyun_exchange_subscriptions_active",
+            "Active subscriptions",
+            registry=r,
+        )
+        self.transactions = Counter(
+            "xiangyun_exchange_transactions",
+            "Exchange transactions by result (committed, aborted)",
+            ["result"],
+            registry=r,
+        )
+        self.active = Gauge(
+            "xiangyun_exchange_active",
+            "1 while this worker is the exchange (holds its lease), 0 while on standby",
+            registry=r,
+        )
+
+    def count(
+        self,
+        answers: Mapping[tuple[str, str], int],
+        deliveries: Mapping[tuple[str, str], int],
+    ) -> None:
+        for (decision, reason), n in answers.items():
+            self.requests.labels(decision, reason).inc(n)
+        for (resource, decision), n in deliveries.items():
+            self.deliveries.labels(resource, decision).inc(n)

@@ -8,8 +8,9 @@ import ssl
 
 import faust
 
-from monitoring.metrics import QualityMetrics, ViewMetrics
+from monitoring.metrics import ExchangeMetrics, QualityMetrics, ViewMetrics
 from streams.audit.agent import register_audit
+from streams.exchange.agent import register_exchange
 from streams.ingest.agent import register_ingest
 from streams.ingest.reader import CollectReader
 from streams.ingest.runtime import Runtime, die
@@ -114,6 +115,9 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
         else None,
         metrics=QualityMetrics(runtime.metrics.registry),
     )
+    # The exchange: requests answered and subscriptions delivered, each with its entry in
+    # the access log, in one transaction (one worker at a time holds the exchange's lease).
+    register_exchange(app, config, ExchangeMetrics(runtime.metrics.registry))
 
     @app.task  # type: ignore[untyped-decorator]
     async def freeze_startup_objects() -> None:

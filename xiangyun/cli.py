@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from xiangyun.audit_cli import add_audit_parser
 from xiangyun.catalog_cli import add_catalog_parser, bootstrap_catalog
+from xiangyun.exchange_cli import add_exchange_parsers
 from xiangyun.policy_cli import add_policy_parsers, bootstrap_policy
 from xiangyun.pools_cli import add_pools_parser
 from xiangyun.quality_cli import add_quality_parser
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_units_parser(sub)
     add_pools_parser(sub)
     add_audit_parser(sub)
-    add_policy_parsers(sub)
+    add_exchange_parsers(sub, add_policy_parsers(sub))
     add_quality_parser(sub)
     return p
 

@@ -35,11 +35,12 @@ CLI_TIMEOUT = 15.0
 _KINDS = [k.value for k in ListKind]
 
 
-def add_policy_parsers(subparsers: Any) -> None:
-    """Add ``policy``, ``approvals`` and ``exchange`` to the ``xiangyun`` subparsers."""
+def add_policy_parsers(subparsers: Any) -> Any:
+    """Add ``policy``, ``approvals`` and ``exchange`` to the ``xiangyun`` subparsers; the
+    verbs of ``exchange``, for the exchange's own verbs (:mod:`xiangyun.exchange_cli`)."""
     _add_policy(subparsers)
     _add_approvals(subparsers)
-    _add_exchange(subparsers)
+    return _add_exchange(subparsers)
 
 
 def _add_policy(subparsers: Any) -> None:
@@ -153,7 +154,7 @@ def _add_approvals(subparsers: Any) -> None:
     ls.set_defaults(handler=run_policy, verb_handler=_approvals_list)
 
 
-def _add_exchange(subparsers: Any) -> None:
+def _add_exchange(subparsers: Any) -> Any:
     e = subparsers.add_parser(
         "exchange",
         help="what a department may get",
@@ -171,6 +172,7 @@ def _add_exchange(subparsers: Any) -> None:
     a.add_argument("--purpose", metavar="DUTY", help="one duty (default: each of its duties)")
     a.add_argument("--all", action="store_true", help="also list refusals with their basis")
     a.set_defaults(handler=run_policy, verb_handler=_exchange_allowed)
+    return verbs
 
 
 # -- running -------------------------------------------------------------------------------

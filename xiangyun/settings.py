@@ -85,6 +85,8 @@ class Settings:
     policy_mask_key: str = ""
     # Data quality (article 22): how often the quality agent writes its snapshot topic.
     quality_snapshot_interval_ms: int = 5000
+    # The exchange: how often it looks for new departments' request topics.
+    exchange_metadata_refresh_ms: int = 5000
     # Transport security of every Kafka client, passed through to librdkafka (and Faust).
     kafka_security_protocol: str = ""
     kafka_sasl_mechanism: str = ""
@@ -150,6 +152,11 @@ class Settings:
                 "XIANGYUN_POLICY_MASK_KEY: at least 16 bytes (a random key, e.g. "
                 "`python3 -c 'import secrets; print(secrets.token_hex(32))'`), or unset"
             )
+        if not 100 <= self.exchange_metadata_refresh_ms <= 3_600_000:
+            raise ConfigError(
+                f"XIANGYUN_EXCHANGE_METADATA_REFRESH_MS={self.exchange_metadata_refresh_ms}: "
+                "100 to 3600000"
+            )
         if self.kafka_security_protocol.upper() not in _PROTOCOLS:
             raise ConfigError(
                 f"XIANGYUN_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: one of "
@@ -201,6 +208,7 @@ class Settings:
             policy_bulk_threshold=self.policy_bulk_threshold,
             policy_mask_key=self.policy_mask_key,
             quality_snapshot_interval_ms=self.quality_snapshot_interval_ms,
+            exchange_metadata_refresh_ms=self.exchange_metadata_refresh_ms,
         )
 
     @property

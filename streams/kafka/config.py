@@ -147,6 +147,8 @@ class StreamsConfig:
 
     #: the quality agent writes its snapshot topic (and sets its gauges) this often
     quality_snapshot_interval_ms: int = 5000
+    #: how often the exchange looks for new request topics (new departments), ms
+    exchange_metadata_refresh_ms: int = 5000
 
     def __post_init__(self) -> None:
         if not 100 <= self.audit_checkpoint_interval_ms <= 3_600_000:
@@ -162,6 +164,11 @@ class StreamsConfig:
     def ingest_group(self) -> str:
         """Consumer group of the ingest on the collect topic (Faust's own group is app_id)."""
         return f"{self.app_id}.ingest"
+
+    @property
+    def exchange_group(self) -> str:
+        """Consumer group of the exchange on the request topics and the pool topics."""
+        return f"{self.app_id}.exchange"
 
 
 def idempotent_producer(kafka: KafkaConfig, **overrides: Any) -> Producer:

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from streams.core.pools import Pool
 from streams.kafka.config import StreamsConfig
 
-__all__ = ["CATALOG_MAX_MESSAGE_BYTES", "Topics", "ensure_topics"]
+__all__ = ["CATALOG_MAX_MESSAGE_BYTES", "Topics", "ensure_department_topics", "ensure_topics"]
 
 #: a principal's unit code as it may stand in a topic name: '220000-GA', '220100-ZF'
 _PRINCIPAL = re.compile(r"^\d{6}-[A-Z0-9]{1,16}$")
@@ -28,6 +28,13 @@ _COMPACT = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
 #: produces: within Kafka's default limits (a producer's message.max.bytes, 1,000,000 bytes;
 #: a topic's max.message.bytes, 1 MiB), so the catalog topics need no special limit
 CATALOG_MAX_MESSAGE_BYTES = 1_000_000
+#: decisions of the exchange: the latest per request id, for 30 days (a retry after that is
+#: a new request)
+_DECISIONS = {
+    "cleanup.policy": "compact,delete",
+    "retention.ms": str(30 * 86_400_000),
+    "min.compaction.lag.ms": "60000",
+}
 #: the catalog change log: append-only, one partition, never deleted (it is the history)
 _KEPT_FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
@@ -130,6 +137,32 @@ class Topics:
         """Append-only, kept forever: one record per change of the unit register, by code."""
         return f"{self.prefix}.units.changes"
 
+    def request(self, department: str) -> str:
+        """Where ``department`` writes its exchange requests: the requester is this topic
+        (broker ACLs let only the department write it), never a field of the request."""
+        return f"{self.prefix}.request.{department}"
+
+    def reply(self, department: str) -> str:
+        """Where the exchange answers ``department`` (and delivers its subscriptions)."""
+        return f"{self.prefix}.reply.{department}"
+
+    @property
+    def request_pattern(self) -> str:
+        """Every department's request topic, as a librdkafka subscription regex."""
+        return "^" + self.prefix.replace(".", "\\.") + "\\.request\\..+"
+
+    @property
+    def exchange_decisions(self) -> str:
+        """Compacted: ``requester|request_id`` → the answer given, written with it; its
+        partition p holds the decisions of the requests of partition p of every request
+        topic (a retry is answered from it, never decided twice). Kept 30 days."""
+        return f"{self.prefix}.exchange.decisions"
+
+    @property
+    def exchange_subscriptions(self) -> str:
+        """Compacted: subscription id → the subscription's current state."""
+        return f"{self.prefix}.exchange.subscriptions"
+
     @property
     def consents(self) -> str:
         """Compacted: consent id → the consent's current state (article 18), published by
@@ -171,6 +204,8 @@ class Topics:
         out[self.units_changes] = dict(_KEPT_FOREVER)
         out[self.consents] = dict(_COMPACT)
         out[self.quality] = dict(_COMPACT)
+        out[self.exchange_decisions] = dict(_DECISIONS)
+        out[self.exchange_subscriptions] = dict(_COMPACT)
         return out
 
     @property
@@ -187,6 +222,7 @@ class Topics:
                 self.policy_changes,
                 self.units,
                 self.units_changes,
+                self.exchange_subscriptions,
             }
         )
 
@@ -213,6 +249,32 @@ def ensure_topics(
         # Schemas, catalog and access log are ordered: one partition.
         parts = 1 if name in topics.single_partition else config.partitions
         new.append(NewTopic(name, num_partitions=parts, replication_factor=1, config=topic_config))
+    if not new:
+        return
+    for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+    _wait_for_leaders(admin, [t.topic for t in new], timeout)
+
+
+def ensure_department_topics(
+    config: StreamsConfig, department: str, timeout: float = 30.0, *, request: bool = True
+) -> None:
+    """Create ``department``'s request and reply topics if they are missing (the data
+    bureau does this when a department joins; ACLs then let only it write its request
+    topic and read its reply topic). ``request`` False: the reply topic only."""
+    topics = Topics.of(config)
+    names = [topics.reply(department)] + ([topics.request(department)] if request else [])
+    admin = AdminClient(config.kafka.admin())
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    new = [
+        NewTopic(n, num_partitions=config.partitions, replication_factor=1)
+        for n in names
+        if n not in existing
+    ]
     if not new:
         return
     for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
