@@ -38,12 +38,26 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from streams.kafka.config import StreamsConfig
 
-__all__ = ["Barrier", "CollectReader"]
+__all__ = ["Barrier", "CollectReader", "KeepingChannel"]
 
 log = logging.getLogger(__name__)
 
 #: how long a revocation may wait for the agent to commit what it holds
 BARRIER_TIMEOUT_S = 60.0
+
+
+class KeepingChannel(faust.Channel):  # type: ignore[type-arg]
+    """A Faust channel whose queues are never cleared. Faust clears a channel's queues when
+    it resumes after a rebalance of its own group (``clear_on_resume``): a batch handed over
+    would vanish while the batches after it commit their offsets past it. Here a batch
+    handed over stays until the agent decides it; flow control only pauses the hand-over."""
+
+    @property
+    def queue(self) -> Any:
+        if self._queue is None:
+            maxsize = self.maxsize if self.maxsize is not None else 4
+            self._queue = self.app.FlowControlQueue(maxsize=maxsize, clear_on_resume=False)
+        return self._queue
 
 
 class Barrier:
@@ -82,7 +96,7 @@ class CollectReader(mode.Service):
         self.config = config
         self.pattern = pattern
         # A few batches in flight at most: memory stays bounded, the broker keeps the rest.
-        self.channel: faust.ChannelT[Any] = app.channel(maxsize=4)
+        self.channel: faust.ChannelT[Any] = KeepingChannel(app=app, maxsize=4)
         self._restore, self._drop, self._lost = restore, drop, on_lost
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
@@ -209,8 +223,13 @@ class CollectReader(mode.Service):
             try:
                 fut.result(0.5)
                 return True
-            except concurrent.futures.CancelledError:  # the event loop is shutting down
-                return False
+            except concurrent.futures.CancelledError:
+                # Cancelled before it was put (a stop, or the app's own flow control): hand
+                # it over again unless stopping; it was not taken, nothing read past it.
+                if self._stopping.is_set() or loop.is_closed():
+                    return False
+                fut = asyncio.run_coroutine_threadsafe(self._deliver(item), loop)
+                continue
             except concurrent.futures.TimeoutError:
                 # A batch gives way to a stop; a barrier waits for the agent, boundedly.
                 if isinstance(item, Barrier):

@@ -174,7 +174,7 @@ class Records:
     ) -> tuple[bytes, bytes]:
         self.n += 1
         env = Envelope(
-            record_id=uuid.uuid4().hex,
+            record_id=str(uuid.uuid4()),
             resource_id=resource_id,
             subject_id=subject,
             provider=provider,

@@ -11,7 +11,7 @@ from confluent_kafka import TopicPartition
 
 from streams.app import create_app
 from streams.ingest.agent import _offsets
-from streams.ingest.reader import Barrier, CollectReader
+from streams.ingest.reader import Barrier, CollectReader, KeepingChannel
 from xiangyun.settings import Settings
 
 
@@ -174,3 +174,22 @@ def test_the_reader_never_reads_past_a_batch_the_agent_did_not_take(
     reader._run()
     assert consumer.consumed == 1, "read on after a batch was not taken"
     assert calls == [("lost", [0])] and consumer.closed
+
+
+def test_a_batch_handed_over_survives_a_rebalance_of_fausts_own_group() -> None:
+    """Faust clears channel queues when it resumes after a rebalance; the reader's channel
+    keeps what it was handed (a plain channel, for contrast, loses it)."""
+    settings = Settings.from_env({}, topic_prefix="unit", app_id="unit-collect")
+
+    async def run(make: Any) -> int:
+        app = create_app(settings.streams)
+        app.flow_control.resume()
+        channel = make(app)
+        subscriber = channel.clone(is_iterator=True)
+        await channel.put(["batch"])
+        app.flow_control.suspend()  # Faust's own group rebalances ...
+        app.flow_control.resume()  # ... and resumes
+        return int(subscriber.queue.qsize())
+
+    assert asyncio.run(run(lambda app: KeepingChannel(app=app, maxsize=4))) == 1
+    assert asyncio.run(run(lambda app: app.channel(maxsize=4))) == 0
