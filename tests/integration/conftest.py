@@ -9,6 +9,7 @@ bootstraps them), as after
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import uuid
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from connectors.consent import ConsentPublisher
 from connectors.generator import SampleGenerator
@@ -64,7 +67,7 @@ def base_settings() -> Settings:
 
 
 @pytest.fixture
-def settings(base_settings: Settings) -> Settings:
+def settings(base_settings: Settings) -> Iterator[Settings]:
     """Settings of one test: its own topics (the starter catalog loaded into its catalog
     topic), consumer group and metrics port."""
     run = uuid.uuid4().hex[:8]
@@ -83,7 +86,19 @@ def settings(base_settings: Settings) -> Settings:
         ensure_topics(s.streams, principals=units.current().principals())
     with CatalogStore(s.streams) as store:
         store.bootstrap()
-    return s
+    yield s
+    _delete_topics(s, f"it-{run}")
+
+
+def _delete_topics(settings: Settings, stem: str) -> None:
+    """Delete every topic of one test (its prefix, Faust's topics of its app id): a broker
+    holds a few open files per partition, and a test creates about two hundred."""
+    admin = AdminClient(settings.kafka.admin())
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(stem)]
+    if names:
+        for fut in admin.delete_topics(names, operation_timeout=30).values():
+            with contextlib.suppress(KafkaException):  # already gone
+                fut.result(30)
 
 
 @pytest.fixture
