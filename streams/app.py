@@ -8,12 +8,13 @@ import ssl
 
 import faust
 
-from monitoring.metrics import ViewMetrics
+from monitoring.metrics import VerificationMetrics, ViewMetrics
 from streams.audit.agent import register_audit
 from streams.ingest.agent import register_ingest
 from streams.ingest.reader import CollectReader
 from streams.ingest.runtime import Runtime, die
 from streams.kafka.config import KafkaConfig, StreamsConfig
+from streams.verification import register_verifier
 from streams.views import Materializer, register_materializer
 
 __all__ = ["broker_credentials", "create_app", "run_worker"]
@@ -100,6 +101,13 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
     )
     # The access log's signed checkpoints and its data-tracker index.
     register_audit(app, config)
+    # Multi-source verification: evidence against the pools, exactly once.
+    verifier = register_verifier(
+        app,
+        config,
+        metrics=VerificationMetrics(runtime.metrics.registry),
+        registry=runtime.registry,
+    )
 
     @app.task  # type: ignore[untyped-decorator]
     async def freeze_startup_objects() -> None:
@@ -118,4 +126,5 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
         worker.execute_from_commandline()
     finally:
         stopping = True
+        verifier.close()
         runtime.close()

@@ -83,6 +83,9 @@ class Settings:
     policy_dir: Path = field(default_factory=xiangyun_data.policy_dir)
     policy_bulk_threshold: int = 100
     policy_mask_key: str = ""
+    # Multi-source verification: evidence waiting for an authoritative value, per partition
+    # (past it the oldest is dropped and counted).
+    verify_pending_max: int = 100_000
     # Transport security of every Kafka client, passed through to librdkafka (and Faust).
     kafka_security_protocol: str = ""
     kafka_sasl_mechanism: str = ""
@@ -143,6 +146,10 @@ class Settings:
                 "XIANGYUN_POLICY_MASK_KEY: at least 16 bytes (a random key, e.g. "
                 "`python3 -c 'import secrets; print(secrets.token_hex(32))'`), or unset"
             )
+        if not 1 <= self.verify_pending_max <= 10_000_000:
+            raise ConfigError(
+                f"XIANGYUN_VERIFY_PENDING_MAX={self.verify_pending_max}: 1 to 10000000"
+            )
         if self.kafka_security_protocol.upper() not in _PROTOCOLS:
             raise ConfigError(
                 f"XIANGYUN_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: one of "
@@ -193,6 +200,8 @@ class Settings:
             policy_dir=self.policy_dir,
             policy_bulk_threshold=self.policy_bulk_threshold,
             policy_mask_key=self.policy_mask_key,
+            state_dir=self.state_dir,
+            verify_pending_max=self.verify_pending_max,
         )
 
     @property

@@ -142,16 +142,28 @@ class StreamsConfig:
     #: the platform key of keyed-hash masks (HMAC-SHA256); empty: keyed hashes are refused
     policy_mask_key: str = field(default="", repr=False)
 
+    #: the process's local state (the verifier keeps its per-partition RocksDB below it)
+    state_dir: Path = field(default_factory=lambda: Path.cwd() / ".stack")
+    #: evidence waiting for an authoritative value, per partition; the oldest is dropped
+    verify_pending_max: int = 100_000
+
     def __post_init__(self) -> None:
         if not 100 <= self.audit_checkpoint_interval_ms <= 3_600_000:
             raise ValueError(
                 f"audit_checkpoint_interval_ms={self.audit_checkpoint_interval_ms}: 100 to 3600000"
             )
+        if not 1 <= self.verify_pending_max <= 10_000_000:
+            raise ValueError(f"verify_pending_max={self.verify_pending_max}: 1 to 10000000")
 
     @property
     def ingest_group(self) -> str:
         """Consumer group of the ingest on the collect topic (Faust's own group is app_id)."""
         return f"{self.app_id}.ingest"
+
+    @property
+    def verify_group(self) -> str:
+        """Consumer group of the verifier on the verification and pool topics."""
+        return f"{self.app_id}.verify"
 
 
 def idempotent_producer(kafka: KafkaConfig, **overrides: Any) -> Producer:
