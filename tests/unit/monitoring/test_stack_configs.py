@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitoring.metrics import Metrics, ViewMetrics
+from monitoring.metrics import Metrics, VerificationMetrics, ViewMetrics
 from streams.core.reasons import Reason
 from xiangyun.cli import build_parser
 from xiangyun.settings import PREFIX, Settings
@@ -51,6 +51,9 @@ REQUIRED_ALERTS = {
     "XiangyunIngestLatencyHigh",
     "XiangyunViewLagging",
     "XiangyunViewBadRecords",
+    "XiangyunVerificationConflictsStale",
+    "XiangyunVerificationPendingGrowing",
+    "XiangyunVerificationEvidenceDropped",
 }
 HEALTHCHECKED = {"kafka", "redis", "prometheus"}
 
@@ -406,10 +409,12 @@ def test_every_alert_has_a_severity_and_says_what_to_do() -> None:
 
 
 def _exported() -> tuple[set[str], set[str]]:
-    """Series names and label names a worker exposes: its :class:`Metrics` and the
-    :class:`ViewMetrics` of its materializer, on one registry."""
+    """Series names and label names a worker exposes: its :class:`Metrics`, the
+    :class:`ViewMetrics` of its materializer and the :class:`VerificationMetrics` of its
+    verifier, on one registry."""
     metrics = Metrics()
     view = ViewMetrics(metrics.registry)
+    verification = VerificationMetrics(metrics.registry)
     names: set[str] = set()
     labels: set[str] = set()
     for family in metrics.registry.collect():
@@ -418,7 +423,7 @@ def _exported() -> tuple[set[str], set[str]]:
             "histogram": ("_bucket", "_sum", "_count"),
         }.get(family.type, ("",))
         names |= {family.name + s for s in suffixes}
-    for collector in [*vars(metrics).values(), *vars(view).values()]:
+    for collector in [*vars(metrics).values(), *vars(view).values(), *vars(verification).values()]:
         labels |= set(getattr(collector, "_labelnames", ()))
     return names, labels
 
@@ -468,6 +473,7 @@ def test_every_exported_metric_is_on_the_dashboard() -> None:
     """A metric added to monitoring.metrics gets a panel (or this test says which has none)."""
     metrics = Metrics()
     ViewMetrics(metrics.registry)
+    VerificationMetrics(metrics.registry)
     used = " ".join(_dashboard_exprs())
     missing = {
         family.name
@@ -928,6 +934,80 @@ _SCENARIOS += [
         "every pool record readable",
         {f'xiangyun_view_bad_records_total{{instance="{_W}"}}': "0x30"},
         [quiet(12, "XiangyunViewBadRecords")],
+    ),
+]
+
+
+# The rules of multi-source verification.
+_AGE = "xiangyun_verification_conflict_oldest_open_seconds"
+_PENDING = "xiangyun_verification_pending"
+_EV = "xiangyun_verification_evidence_total"
+_DAY = 86_400
+_SCENARIOS += [
+    (
+        "a unit's oldest conflict passes 7 days, another unit's is a day old",
+        {
+            f'{_AGE}{{unit="{_GA}",instance="{_W}"}}': f"{7 * _DAY - 600}+60x90",
+            f'{_AGE}{{unit="{_GA}",instance="w2:9108"}}': f"{7 * _DAY - 600}+60x90",
+            f'{_AGE}{{unit="220000-MZ",instance="{_W}"}}': f"{_DAY}+60x90",
+        },
+        [
+            quiet(20, "XiangyunVerificationConflictsStale"),  # past 7 days, not yet for 30m
+            fires(
+                50,
+                "XiangyunVerificationConflictsStale",
+                f"Unit {_GA} has left a conflict open for more than 7 days",
+                severity="warning",
+                unit=_GA,
+            ),
+        ],
+    ),
+    (
+        "conflicts answered within days",
+        {f'{_AGE}{{unit="{_GA}",instance="{_W}"}}': f"{3 * _DAY}+60x90"},
+        [quiet(80, "XiangyunVerificationConflictsStale")],
+    ),
+    (
+        "pending evidence grows by 100 a minute",
+        {f'{_PENDING}{{instance="{_W}"}}': "500+100x90"},
+        [
+            quiet(20, "XiangyunVerificationPendingGrowing"),
+            fires(
+                70,
+                "XiangyunVerificationPendingGrowing",
+                f"Evidence waiting for an authoritative value grows on {_W}",
+                severity="warning",
+                **_AT,
+            ),
+        ],
+    ),
+    (
+        "a large but steady amount of pending evidence",
+        {f'{_PENDING}{{instance="{_W}"}}': "5000x90"},
+        [quiet(70, "XiangyunVerificationPendingGrowing")],
+    ),
+    (
+        "evidence dropped at minute 10: the series is created at 5",
+        {
+            f'{_EV}{{outcome="agree",instance="{_W}"}}': "0+10x40",
+            f'{_EV}{{outcome="dropped",instance="{_W}"}}': "_x10 5x30",
+        },
+        [
+            quiet(8, "XiangyunVerificationEvidenceDropped"),
+            fires(
+                12,
+                "XiangyunVerificationEvidenceDropped",
+                f"Evidence dropped unverified on {_W}",
+                severity="warning",
+                **_AT,
+            ),
+            quiet(27, "XiangyunVerificationEvidenceDropped"),
+        ],
+    ),
+    (
+        "nothing dropped",
+        {f'{_EV}{{outcome="pending",instance="{_W}"}}': "0+10x40"},
+        [quiet(20, "XiangyunVerificationEvidenceDropped")],
     ),
 ]
 
