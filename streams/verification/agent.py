@@ -71,6 +71,7 @@ def register_verifier(
     )
     app.add_dependency(reader)
     tracker = ConflictTracker(config)
+    runtime.on_close.append(tracker.close)
 
     @app.agent(reader.channel, name="verify")
     async def verify(items: faust.StreamT[Any]) -> None:

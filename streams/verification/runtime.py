@@ -96,6 +96,8 @@ class VerifyRuntime:
         self._offsets: Offsets = {}
         self._opened_at = 0.0
         self._lock = threading.Lock()  # the state: restores (reader thread) and decisions
+        #: called by :meth:`close` (the open-conflict tracker)
+        self.on_close: list[Callable[[], None]] = []
 
     @property
     def inputs(self) -> list[str]:
@@ -147,6 +149,8 @@ class VerifyRuntime:
             self._open = False
         with self._lock:
             self.verifier.close(self.verifier.partitions())
+        for close in self.on_close:
+            close()
         self.schema_topic.close()
         self.units.close()
 

@@ -254,3 +254,54 @@ def test_the_provider_cannot_verify_itself(
 
 def test_a_schema_is_parsed_once(registry: SchemaRegistry) -> None:
     assert isinstance(registry.by_name("org.xiangyun.ConflictResolution"), Schema)
+
+
+# -- conflicts ------------------------------------------------------------------------------
+def _conflict(cid: str, provider: str, raised: int) -> dict[str, Any]:
+    return {
+        "conflict_id": cid,
+        "resource_id": "population.resident",
+        "subject_id": "s",
+        "authoritative": {"provider": provider, "values": {}},
+        "evidence": {"provider": CITY, "values": {}},
+        "fields": ["address"],
+        "raised_at_ms": raised,
+        "status": "open",
+    }
+
+
+def test_open_conflicts_per_unit_and_their_age() -> None:
+    from streams.verification.conflicts import ConflictBook
+
+    book = ConflictBook()
+    book.conflicts = {
+        "a": _conflict("a", PROVIDER, 1_000),
+        "b": _conflict("b", PROVIDER, 5_000),
+        "c": _conflict("c", "220000-MZ", 9_000),
+    }
+    book.resolutions = {"a": {"status": "dismissed"}}
+    assert book.open_by_unit(11_000) == {PROVIDER: (1, 6.0), "220000-MZ": (1, 2.0)}
+    assert [c["conflict_id"] for c in book.listing(PROVIDER)] == ["a", "b"]
+    assert [c["conflict_id"] for c in book.listing(open_only=True)] == ["b", "c"]
+    assert book.view("a")["status"] == "dismissed"  # type: ignore[index]
+    assert book.view("zz") is None
+
+
+def test_the_resolve_command_needs_a_decision_a_reason_and_a_unit() -> None:
+    from xiangyun.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["conflicts", "resolve", "ID", "--dismiss", "--reason", "r", "--as", PROVIDER]
+    )
+    assert (args.dismiss, args.accept, args.unit, args.reason) == (True, False, PROVIDER, "r")
+    for argv in (
+        ["conflicts", "resolve", "ID", "--reason", "r", "--as", PROVIDER],
+        ["conflicts", "resolve", "ID", "--accept", "--dismiss", "--reason", "r", "--as", "x"],
+        ["conflicts", "resolve", "ID", "--accept", "--as", PROVIDER],
+        ["conflicts", "resolve", "ID", "--accept", "--reason", "r"],
+    ):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+    args = parser.parse_args(["conflicts", "list", "--unit", PROVIDER, "--open"])
+    assert (args.unit, args.open) == (PROVIDER, True)
