@@ -85,7 +85,7 @@ class Settings:
     policy_mask_key: str = ""
     # Multi-source verification: evidence waiting for an authoritative value, per partition
     # (past it the oldest is dropped and counted).
-    verify_pending_max: int = 100_000
+    verify_pending_max: int = 20_000
     # Transport security of every Kafka client, passed through to librdkafka (and Faust).
     kafka_security_protocol: str = ""
     kafka_sasl_mechanism: str = ""

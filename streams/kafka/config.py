@@ -145,7 +145,7 @@ class StreamsConfig:
     #: the process's local state (the verifier keeps its per-partition RocksDB below it)
     state_dir: Path = field(default_factory=lambda: Path.cwd() / ".stack")
     #: evidence waiting for an authoritative value, per partition; the oldest is dropped
-    verify_pending_max: int = 100_000
+    verify_pending_max: int = 20_000
 
     def __post_init__(self) -> None:
         if not 100 <= self.audit_checkpoint_interval_ms <= 3_600_000:

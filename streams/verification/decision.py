@@ -9,7 +9,10 @@ the same keys) it keeps
   :class:`~streams.verification.store.KeyValue` store;
 * the evidence waiting for an authoritative value, in memory, at most ``pending_max`` per
   partition (past it the oldest is dropped and counted); each one is also on the pending
-  change log topic, written in the same transaction, so a restore finds it.
+  change log topic, written in the same transaction, so a restore finds it. One waiting
+  record costs about 900 bytes in CPython with a 300-byte envelope (measured with
+  tracemalloc: the envelope bytes, key, record id, the entry in the ordered dict and in the
+  per-key index): the default cap of 20,000 bounds it near 18 MB per partition.
 
 A pool record replaces the key's authoritative value; if the key had been verified at an
 older version, a verified record with count 0 says the count was reset; the key's waiting
@@ -164,7 +167,7 @@ class Verifier:
         registered: Callable[[str], bool],
         conflict_topic: Callable[[str], str] | None = None,
         refresh_schemas: Callable[[], bool] | None = None,
-        pending_max: int = 100_000,
+        pending_max: int = 20_000,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.topics = topics
