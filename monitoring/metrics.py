@@ -9,7 +9,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["ExchangeMetrics", "Metrics", "QualityMetrics", "ViewMetrics"]
+__all__ = ["ExchangeMetrics", "Metrics", "QualityMetrics", "VerificationMetrics", "ViewMetrics"]
 
 
 class Metrics:
@@ -275,3 +275,57 @@ class ExchangeMetrics:
             self.requests.labels(decision, reason).inc(n)
         for (resource, decision), n in deliveries.items():
             self.deliveries.labels(resource, decision).inc(n)
+
+
+class VerificationMetrics:
+    """Metrics of multi-source verification (多源校核) on ``registry`` (a worker passes
+    :attr:`Metrics.registry`)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry if registry is not None else CollectorRegistry()
+        self.evidence = Counter(
+            "xiangyun_verification_evidence",
+            "Evidence records by outcome: agree, disagree (a conflict), pending (no "
+            "authoritative value yet), dropped (pending past the cap), self, unregistered, "
+            "unreadable; reset: authoritative versions that reset a count",
+            ["outcome"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "xiangyun_verification_pending",
+            "Evidence records waiting for an authoritative value on this worker",
+            registry=r,
+        )
+        self.transactions = Counter(
+            "xiangyun_verification_transactions",
+            "Verifier transactions by result (committed, aborted)",
+            ["result"],
+            registry=r,
+        )
+        self.conflicts_open = Gauge(
+            "xiangyun_verification_conflicts_open",
+            "Open conflicts per providing unit",
+            ["unit"],
+            registry=r,
+        )
+        self.conflict_oldest = Gauge(
+            "xiangyun_verification_conflict_oldest_open_seconds",
+            "Age of the oldest open conflict per providing unit (0: none open)",
+            ["unit"],
+            registry=r,
+        )
+        self._units: set[str] = set()
+
+    def count(self, outcomes: Mapping[str, int]) -> None:
+        for outcome, n in outcomes.items():
+            self.evidence.labels(outcome).inc(n)
+
+    def conflicts(self, open_by_unit: Mapping[str, tuple[int, float]]) -> None:
+        """``unit -> (open conflicts, oldest age in seconds)``; a unit left out has none."""
+        for unit in self._units - set(open_by_unit):
+            self.conflicts_open.labels(unit).set(0)
+            self.conflict_oldest.labels(unit).set(0)
+        for unit, (n, age) in open_by_unit.items():
+            self.conflicts_open.labels(unit).set(n)
+            self.conflict_oldest.labels(unit).set(age)
+            self._units.add(unit)

@@ -8,7 +8,7 @@ import ssl
 
 import faust
 
-from monitoring.metrics import ExchangeMetrics, QualityMetrics, ViewMetrics
+from monitoring.metrics import ExchangeMetrics, QualityMetrics, VerificationMetrics, ViewMetrics
 from streams.audit.agent import register_audit
 from streams.exchange.agent import register_exchange
 from streams.ingest.agent import register_ingest
@@ -17,6 +17,7 @@ from streams.ingest.runtime import Runtime, die
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import KafkaConfig, StreamsConfig
 from streams.quality.agent import register_quality
+from streams.verification import register_verifier
 from streams.views import Materializer, register_materializer
 
 __all__ = ["broker_credentials", "create_app", "run_worker"]
@@ -118,6 +119,13 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
     # The exchange: requests answered and subscriptions delivered, each with its entry in
     # the access log, in one transaction (one worker at a time holds the exchange's lease).
     register_exchange(app, config, ExchangeMetrics(runtime.metrics.registry))
+    # Multi-source verification: evidence against the pools, exactly once.
+    verifier = register_verifier(
+        app,
+        config,
+        metrics=VerificationMetrics(runtime.metrics.registry),
+        registry=runtime.registry,
+    )
 
     @app.task  # type: ignore[untyped-decorator]
     async def freeze_startup_objects() -> None:
@@ -136,4 +144,5 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
         worker.execute_from_commandline()
     finally:
         stopping = True
+        verifier.close()
         runtime.close()

@@ -1,5 +1,5 @@
 """The ``xiangyun`` command line: stack, worker, demo, bench, topics, config, catalog, units,
-pools, audit, policy, approvals, exchange, quality."""
+pools, audit, policy, approvals, exchange, quality, conflicts."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from xiangyun.audit_cli import add_audit_parser
 from xiangyun.catalog_cli import add_catalog_parser, bootstrap_catalog
+from xiangyun.conflicts_cli import add_conflicts_parser
 from xiangyun.exchange_cli import add_exchange_parsers
 from xiangyun.policy_cli import add_policy_parsers, bootstrap_policy
 from xiangyun.pools_cli import add_pools_parser
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_parser(sub)
     add_exchange_parsers(sub, add_policy_parsers(sub))
     add_quality_parser(sub)
+    add_conflicts_parser(sub)
     return p
 
 

@@ -176,7 +176,8 @@ def render_record(rec: dict[str, Any]) -> str:
         f"  from            {rec['source_topic']} partition {rec['source_partition']} "
         f"offset {rec['source_offset']}, record id {rec['record_id']}",
         f"  fingerprint     {rec['content_fingerprint'].hex()}",
-        f"  verified by     {verified} other source{'s' if verified != 1 else ''}",
+        f"  verified by     {verified} other source{'s' if verified != 1 else ''}"
+        + (f": {', '.join(rec['verifiers'])}" if rec.get("verifiers") else ""),
     ]
     if rec.get("payload") is None:
         lines.append(f"record ({len(rec['payload_bytes'])} bytes, not decoded):")

@@ -87,6 +87,9 @@ class Settings:
     quality_snapshot_interval_ms: int = 5000
     # The exchange: how often it looks for new departments' request topics.
     exchange_metadata_refresh_ms: int = 5000
+    # Multi-source verification: evidence waiting for an authoritative value, per partition
+    # (past it the oldest is dropped and counted).
+    verify_pending_max: int = 20_000
     # Transport security of every Kafka client, passed through to librdkafka (and Faust).
     kafka_security_protocol: str = ""
     kafka_sasl_mechanism: str = ""
@@ -157,6 +160,10 @@ class Settings:
                 f"XIANGYUN_EXCHANGE_METADATA_REFRESH_MS={self.exchange_metadata_refresh_ms}: "
                 "100 to 3600000"
             )
+        if not 1 <= self.verify_pending_max <= 10_000_000:
+            raise ConfigError(
+                f"XIANGYUN_VERIFY_PENDING_MAX={self.verify_pending_max}: 1 to 10000000"
+            )
         if self.kafka_security_protocol.upper() not in _PROTOCOLS:
             raise ConfigError(
                 f"XIANGYUN_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: one of "
@@ -209,6 +216,8 @@ class Settings:
             policy_mask_key=self.policy_mask_key,
             quality_snapshot_interval_ms=self.quality_snapshot_interval_ms,
             exchange_metadata_refresh_ms=self.exchange_metadata_refresh_ms,
+            state_dir=self.state_dir,
+            verify_pending_max=self.verify_pending_max,
         )
 
     @property

@@ -149,6 +149,10 @@ class StreamsConfig:
     quality_snapshot_interval_ms: int = 5000
     #: how often the exchange looks for new request topics (new departments), ms
     exchange_metadata_refresh_ms: int = 5000
+    #: the process's local state (the verifier keeps its per-partition RocksDB below it)
+    state_dir: Path = field(default_factory=lambda: Path.cwd() / ".stack")
+    #: evidence waiting for an authoritative value, per partition; the oldest is dropped
+    verify_pending_max: int = 20_000
 
     def __post_init__(self) -> None:
         if not 100 <= self.audit_checkpoint_interval_ms <= 3_600_000:
@@ -159,6 +163,8 @@ class StreamsConfig:
             raise ValueError(
                 f"quality_snapshot_interval_ms={self.quality_snapshot_interval_ms}: 100 to 3600000"
             )
+        if not 1 <= self.verify_pending_max <= 10_000_000:
+            raise ValueError(f"verify_pending_max={self.verify_pending_max}: 1 to 10000000")
 
     @property
     def ingest_group(self) -> str:
@@ -169,6 +175,11 @@ class StreamsConfig:
     def exchange_group(self) -> str:
         """Consumer group of the exchange on the request topics and the pool topics."""
         return f"{self.app_id}.exchange"
+
+    @property
+    def verify_group(self) -> str:
+        """Consumer group of the verifier on the verification and pool topics."""
+        return f"{self.app_id}.verify"
 
 
 def idempotent_producer(kafka: KafkaConfig, **overrides: Any) -> Producer:

@@ -19,7 +19,13 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from streams.core.pools import Pool
 from streams.kafka.config import StreamsConfig
 
-__all__ = ["CATALOG_MAX_MESSAGE_BYTES", "Topics", "ensure_department_topics", "ensure_topics"]
+__all__ = [
+    "CATALOG_MAX_MESSAGE_BYTES",
+    "Topics",
+    "ensure_conflict_topics",
+    "ensure_department_topics",
+    "ensure_topics",
+]
 
 #: a principal's unit code as it may stand in a topic name: '220000-GA', '220100-ZF'
 _PRINCIPAL = re.compile(r"^\d{6}-[A-Z0-9]{1,16}$")
@@ -35,6 +41,8 @@ _DECISIONS = {
     "retention.ms": str(30 * 86_400_000),
     "min.compaction.lag.ms": "60000",
 }
+#: a unit code usable in a topic name (``220000-GA``)
+_UNIT_TOPIC = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 #: the catalog change log: append-only, one partition, never deleted (it is the history)
 _KEPT_FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
@@ -80,6 +88,38 @@ class Topics:
     def verification(self) -> str:
         """Evidence from non-authoritative sources (多源校核)."""
         return f"{self.prefix}.verification"
+
+    @property
+    def verified(self) -> str:
+        """Compacted, partitioned like the pools: ``resource_id|subject_id`` → how often its
+        authoritative version was confirmed, and by whom."""
+        return f"{self.prefix}.verified"
+
+    @property
+    def verification_pending(self) -> str:
+        """Compacted change log of the verifier's evidence waiting for an authoritative
+        value, partitioned like the pools: ``resource_id|subject_id|record_id`` → the
+        evidence's envelope bytes, a tombstone once compared or dropped."""
+        return f"{self.prefix}.verification.pending"
+
+    @property
+    def conflicts_prefix(self) -> str:
+        """Every providing unit's conflict topic starts with this."""
+        return f"{self.prefix}.conflicts."
+
+    def conflicts(self, unit: str) -> str:
+        """Compacted by conflict id: conflicts raised with providing ``unit`` (it reads its
+        own)."""
+        return f"{self.conflicts_prefix}{unit}"
+
+    @property
+    def conflict_resolutions(self) -> str:
+        """Compacted by conflict id, one partition: each conflict's resolution."""
+        return f"{self.conflicts_prefix}resolutions"
+
+    def is_conflicts(self, topic: str) -> bool:
+        """A providing unit's conflict topic (not the resolutions topic)."""
+        return topic.startswith(self.conflicts_prefix) and topic != self.conflict_resolutions
 
     @property
     def superseded(self) -> str:
@@ -206,6 +246,11 @@ class Topics:
         out[self.quality] = dict(_COMPACT)
         out[self.exchange_decisions] = dict(_DECISIONS)
         out[self.exchange_subscriptions] = dict(_COMPACT)
+        # Multi-source verification: counts, waiting evidence and resolutions are kept per
+        # key (conflict topics are made per providing unit: ensure_conflict_topics).
+        out[self.verified] = dict(_COMPACT)
+        out[self.verification_pending] = dict(_COMPACT)
+        out[self.conflict_resolutions] = dict(_COMPACT)
         return out
 
     @property
@@ -223,8 +268,25 @@ class Topics:
                 self.units,
                 self.units_changes,
                 self.exchange_subscriptions,
+                self.conflict_resolutions,
             }
         )
+
+
+def ensure_conflict_topics(
+    config: StreamsConfig, units: Iterable[str], timeout: float = 30.0
+) -> list[str]:
+    """Create the conflict topics of providing ``units`` that are missing (compacted, the
+    configured partition count); their names. A unit code that cannot name a topic is
+    refused."""
+    topics = Topics.of(config)
+    names = []
+    for unit in units:
+        if not _UNIT_TOPIC.match(unit) or unit == "resolutions":
+            raise ValueError(f"unit code {unit!r:.40} cannot name a conflict topic")
+        names.append(topics.conflicts(unit))
+    _create(config, {n: dict(_COMPACT) for n in names}, frozenset(), timeout)
+    return names
 
 
 def ensure_topics(
@@ -237,17 +299,26 @@ def ensure_topics(
     """Create the missing topics, and a collect topic for each of ``principals``;
     existing ones are left as they are."""
     topics = topics or Topics.of(config)
-    admin = AdminClient(config.kafka.admin())
-    existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = topics.all()
     for principal in principals:
         wanted[topics.collect(principal)] = {}
+    _create(config, wanted, topics.single_partition, timeout)
+
+
+def _create(
+    config: StreamsConfig,
+    wanted: dict[str, dict[str, str]],
+    single_partition: frozenset[str],
+    timeout: float,
+) -> None:
+    admin = AdminClient(config.kafka.admin())
+    existing = set(admin.list_topics(timeout=timeout).topics)
     new = []
     for name, topic_config in wanted.items():
         if name in existing:
             continue
         # Schemas, catalog and access log are ordered: one partition.
-        parts = 1 if name in topics.single_partition else config.partitions
+        parts = 1 if name in single_partition else config.partitions
         new.append(NewTopic(name, num_partitions=parts, replication_factor=1, config=topic_config))
     if not new:
         return

@@ -8,12 +8,19 @@ Keys of the view of topic prefix ``xy`` (``ns`` = ``xy.pools``)::
     xy.pools:<gen>:r:<resource>:<bb>  hash: subject_id -> record value (bb: bucket, 2 hex digits)
     xy.pools:<gen>:ctx                hash: context id (8 bytes) -> context value
     xy.pools:<gen>:res                hash: resource_id -> pool
+    xy.pools:<gen>:v:<resource>:<bb>  hash: subject_id -> verification (verified topic)
 
 ``gen`` names one build of the view: a materializer that finds no state (Redis flushed or
 restarted empty, or ``xiangyun pools rebuild``) starts a new generation and replays the pool
 topics into fresh keys, so keys of an old generation that are still being deleted never mix
 with the new one. ``o:<topic>:<partition>`` is the next offset of that partition whose
-records are applied: the state hash is the view's offset store.
+records are applied: the state hash is the view's offset store (for the pool topics and the
+verified topic alike).
+
+A verification value (:func:`encode_verified`) is the verified record of the subject: the
+authoritative version it is about, the count, when it last changed and the verifying units.
+It sits next to the record rather than in it, since it changes without a new pool version;
+a reader shows it only while its version is the record's (a newer version starts at 0).
 
 A record value is the pool record without what the key already says (resource and subject),
 its provenance that repeats across records (provider, channel, region, source topic, catalog
@@ -40,8 +47,10 @@ __all__ = [
     "bucket_of",
     "decode_context",
     "decode_record",
+    "decode_verified",
     "digest_entries",
     "encode_record",
+    "encode_verified",
     "entry_digest",
     "entry_of",
     "record_context_id",
@@ -138,6 +147,9 @@ class Layout:
     def record_key(self, gen: str, resource_id: str, subject_id: str) -> str:
         return f"{self.ns}:{gen}:r:{resource_id}:{bucket_of(subject_id):02x}"
 
+    def verified_key(self, gen: str, resource_id: str, subject_id: str) -> str:
+        return f"{self.ns}:{gen}:v:{resource_id}:{bucket_of(subject_id):02x}"
+
     def context_key(self, gen: str) -> str:
         return f"{self.ns}:{gen}:ctx"
 
@@ -145,15 +157,16 @@ class Layout:
         return f"{self.ns}:{gen}:res"
 
     def parse(self, key: str) -> tuple[str, str, str] | None:
-        """``(gen, kind, resource_id)`` of a key of this view (kind ``r``, ``ctx`` or ``res``;
-        resource only for ``r``), or None for the state key or a foreign key."""
+        """``(gen, kind, resource_id)`` of a key of this view (kind ``r``, ``v``, ``ctx`` or
+        ``res``; resource only for ``r`` and ``v``), or None for the state key or a foreign
+        key."""
         if not key.startswith(self.ns + ":"):
             return None
         parts = key[len(self.ns) + 1 :].split(":")
         if len(parts) == 2 and parts[1] in ("ctx", "res"):
             return parts[0], parts[1], ""
-        if len(parts) >= 4 and parts[1] == "r":
-            return parts[0], "r", ":".join(parts[2:-1])
+        if len(parts) >= 4 and parts[1] in ("r", "v"):
+            return parts[0], parts[1], ":".join(parts[2:-1])
         return None
 
     @staticmethod
@@ -210,6 +223,25 @@ def encode_record(record: Mapping[str, Any]) -> tuple[bytes, bytes, bytes]:
         },
     )
     return value, context_id, context
+
+
+def encode_verified(record: Mapping[str, Any]) -> bytes:
+    """The view value of a Verified record (a dict as Avro reads it)."""
+    verifiers = ",".join(record["verifiers"])
+    return (
+        f"{record['version']}|{record['count']}|{record['last_verified_at_ms']}|{verifiers}"
+    ).encode()
+
+
+def decode_verified(value: bytes) -> dict[str, Any]:
+    """``version``, ``verification_count``, ``last_verified_at_ms``, ``verifiers``."""
+    version, count, at, verifiers = value.decode().split("|", 3)
+    return {
+        "version": int(version),
+        "verification_count": int(count),
+        "last_verified_at_ms": int(at),
+        "verifiers": verifiers.split(",") if verifiers else [],
+    }
 
 
 def record_context_id(value: bytes) -> bytes:

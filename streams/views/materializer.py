@@ -1,4 +1,5 @@
-"""The materializer: every pool topic, read committed, kept current in Redis.
+"""The materializer: every pool topic and the verified topic, read committed, kept current
+in Redis (each subject's verification count next to its record).
 
 Each consumed batch is written by one Lua script, atomically with the offsets it applies
 (Redis is the materializer's offset store; no consumer-group commits): the script first
@@ -38,7 +39,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 from monitoring.metrics import ViewMetrics
 from streams.kafka.config import StreamsConfig
 from streams.kafka.topics import Topics
-from streams.views.layout import LAYOUT, Layout, encode_record, text
+from streams.views.layout import LAYOUT, Layout, encode_record, encode_verified, text
 from streams.wire.codec import CodecError, SchemaRegistry, decode
 
 __all__ = ["APPLY_SCRIPT", "Materializer", "Progress"]
@@ -131,10 +132,12 @@ class Materializer:
         self.metrics = metrics
         self.layout = Layout.of(config.topic_prefix)
         self.pools = {topic: pool.value for pool, topic in Topics.of(config).pools.items()}
+        self.verified = Topics.of(config).verified
         self.batch_size = batch_size or config.batch_size
         self._redis = redis_client or redis.Redis.from_url(config.redis_url)
         self._apply = self._redis.register_script(APPLY_SCRIPT)
         self._reader = registry.by_name("org.xiangyun.PoolRecord")
+        self._verified_reader = registry.by_name("org.xiangyun.Verified")
         self._consumer: Consumer | None = None
         self._admin: AdminClient | None = None
         self._partitions: list[tuple[str, int]] = []
@@ -159,10 +162,10 @@ class Materializer:
         self._consumer = Consumer(conf)
         meta = self._consumer.list_topics(timeout=timeout).topics
         parts: list[tuple[str, int]] = []
-        for topic in self.pools:
+        for topic in [*self.pools, self.verified]:
             tmeta = meta.get(topic)
             if tmeta is None or tmeta.error is not None or not tmeta.partitions:
-                raise RuntimeError(f"pool topic {topic} is missing: run `xiangyun topics` first")
+                raise RuntimeError(f"topic {topic} is missing: run `xiangyun topics` first")
             parts += [(topic, p) for p in sorted(tmeta.partitions)]
         self._partitions = parts
         self._resync(self._read_state())
@@ -253,6 +256,12 @@ class Materializer:
                     log.warning("pool view: %s", err)
                 continue
             ends[(topic, part)] = offset + 1
+            if topic == self.verified:
+                verified = self._verified(m)
+                if verified is not None:
+                    rid, sid, value = verified
+                    records.append((layout.verified_key(gen, rid, sid), sid, value))
+                continue
             entry = self._entry(m)
             if entry is None:
                 continue
@@ -315,6 +324,23 @@ class Materializer:
             return None
         return rec["resource_id"], rec["subject_id"], value, (cid, ctx)
 
+    def _verified(self, m: Message) -> tuple[str, str, bytes] | None:
+        """(resource, subject, view value or b"" for a tombstone) of a verified record."""
+        key = (m.key() or b"").decode(errors="replace")
+        resource_id, sep, subject_id = key.partition("|")
+        raw = m.value()
+        if raw is None:
+            if not sep:
+                self._bad(m, "tombstone without a resource_id|subject_id key")
+                return None
+            return resource_id, subject_id, b""
+        try:
+            rec = decode(raw, self.registry.writer_of(raw), self._verified_reader)
+            return rec["resource_id"], rec["subject_id"], encode_verified(rec)
+        except (CodecError, KeyError, TypeError, ValueError) as exc:
+            self._bad(m, str(exc))
+            return None
+
     def _bad(self, m: Message, why: str) -> None:
         self.bad_records += 1
         if self.metrics is not None:
@@ -336,9 +362,10 @@ class Materializer:
         return {(tp.topic, tp.partition): f.result(timeout).offset for tp, f in futures.items()}
 
     def lag(self, ends: Mapping[tuple[str, int], int] | None = None) -> dict[str, int]:
-        """Records behind, per pool topic (0 when every partition is applied to its end)."""
+        """Records behind, per pool topic and the verified topic (0 when every partition is
+        applied to its end)."""
         ends = ends if ends is not None else self.end_offsets()
-        out = dict.fromkeys(self.pools, 0)
+        out = dict.fromkeys([*self.pools, self.verified], 0)
         for (t, p), end in ends.items():
             out[t] += max(0, end - self._applied.get((t, p), 0))
         return out

@@ -25,6 +25,7 @@ from streams.views.layout import (
     Entry,
     Layout,
     decode_record,
+    decode_verified,
     entry_digest,
     record_context_id,
     text,
@@ -43,7 +44,8 @@ local prefix = ARGV[1] .. ':' .. gen .. ':'
 local value = redis.call('HGET', prefix .. 'r:' .. ARGV[2] .. ':' .. ARGV[4], ARGV[3])
 if not value then return {gen} end
 local ctx = redis.call('HGET', prefix .. 'ctx', string.sub(value, 2, 9))
-return {gen, value, ctx or ''}
+local verified = redis.call('HGET', prefix .. 'v:' .. ARGV[2] .. ':' .. ARGV[4], ARGV[3])
+return {gen, value, ctx or '', verified or ''}
 """
 
 
@@ -129,15 +131,25 @@ class PoolView:
     def get(self, resource_id: str, subject_id: str) -> dict[str, Any] | None:
         """The current PoolRecord of ``subject_id`` in ``resource_id`` with its payload
         decoded (``payload`` the record; ``payload_bytes`` as collected; ``payload_schema``
-        the writer's name), or None."""
+        the writer's name), or None. ``verification_count`` and ``verifiers``: the distinct
+        units that confirmed this version (多源校核); 0 and none for a version not (yet)
+        verified."""
         suffix = self.layout.record_key("", resource_id, subject_id).rsplit(":", 1)[1]
         reply = self._get(
             keys=[self.layout.state], args=[self.layout.ns, resource_id, subject_id, suffix]
         )
         if len(reply) < 3:
             return None
-        _gen, value, ctx = reply
+        _gen, value, ctx = reply[:3]
         rec = decode_record(resource_id, subject_id, value, ctx)
+        verified = decode_verified(reply[3]) if len(reply) > 3 and reply[3] else None
+        if verified is not None and verified["version"] == rec["version"]:
+            rec["verification_count"] = verified["verification_count"]
+            rec["verifiers"] = verified["verifiers"]
+            rec["last_verified_at_ms"] = verified["last_verified_at_ms"]
+        else:
+            rec["verifiers"] = []
+            rec["last_verified_at_ms"] = 0
         raw: bytes = rec["payload"]
         rec["payload_bytes"] = raw
         try:
@@ -295,7 +307,7 @@ def end_offsets(config: StreamsConfig, timeout: float = 10.0) -> dict[tuple[str,
     )
     c = Consumer(conf)
     try:
-        names = list(Topics.of(config).pools.values())
+        names = [*Topics.of(config).pools.values(), Topics.of(config).verified]
         meta = c.list_topics(timeout=timeout).topics
         out = {}
         for t in names:

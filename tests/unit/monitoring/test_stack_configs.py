@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitoring.metrics import Metrics, QualityMetrics, ViewMetrics
+from monitoring.metrics import Metrics, QualityMetrics, VerificationMetrics, ViewMetrics
 from streams.core.reasons import Reason
 from xiangyun.cli import build_parser
 from xiangyun.settings import PREFIX, Settings
@@ -53,6 +53,9 @@ REQUIRED_ALERTS = {
     "XiangyunViewBadRecords",
     "XiangyunQualityValidityLow",
     "XiangyunQualityTimelinessLow",
+    "XiangyunVerificationConflictsStale",
+    "XiangyunVerificationPendingGrowing",
+    "XiangyunVerificationEvidenceDropped",
 }
 HEALTHCHECKED = {"kafka", "redis", "prometheus"}
 
@@ -413,6 +416,7 @@ def _exported() -> tuple[set[str], set[str]]:
     metrics = Metrics()
     view = ViewMetrics(metrics.registry)
     quality = QualityMetrics(metrics.registry)
+    verification = VerificationMetrics(metrics.registry)
     names: set[str] = set()
     labels: set[str] = set()
     for family in metrics.registry.collect():
@@ -421,7 +425,12 @@ def _exported() -> tuple[set[str], set[str]]:
             "histogram": ("_bucket", "_sum", "_count"),
         }.get(family.type, ("",))
         names |= {family.name + s for s in suffixes}
-    for collector in [*vars(metrics).values(), *vars(view).values(), *vars(quality).values()]:
+    for collector in [
+        *vars(metrics).values(),
+        *vars(view).values(),
+        *vars(quality).values(),
+        *vars(verification).values(),
+    ]:
         labels |= set(getattr(collector, "_labelnames", ()))
     return names, labels
 
@@ -472,6 +481,7 @@ def test_every_exported_metric_is_on_the_dashboard() -> None:
     metrics = Metrics()
     ViewMetrics(metrics.registry)
     QualityMetrics(metrics.registry)
+    VerificationMetrics(metrics.registry)
     used = " ".join(_dashboard_exprs())
     missing = {
         family.name
@@ -998,6 +1008,80 @@ _SCENARIOS += [
         "timeliness 90%: fine",
         _quality("timeliness", "0.9x40", "200x40"),
         [quiet(25, "XiangyunQualityTimelinessLow")],
+    ),
+]
+
+
+# The rules of multi-source verification.
+_AGE = "xiangyun_verification_conflict_oldest_open_seconds"
+_PENDING = "xiangyun_verification_pending"
+_EV = "xiangyun_verification_evidence_total"
+_DAY = 86_400
+_SCENARIOS += [
+    (
+        "a unit's oldest conflict passes 7 days, another unit's is a day old",
+        {
+            f'{_AGE}{{unit="{_GA}",instance="{_W}"}}': f"{7 * _DAY - 600}+60x90",
+            f'{_AGE}{{unit="{_GA}",instance="w2:9108"}}': f"{7 * _DAY - 600}+60x90",
+            f'{_AGE}{{unit="220000-MZ",instance="{_W}"}}': f"{_DAY}+60x90",
+        },
+        [
+            quiet(20, "XiangyunVerificationConflictsStale"),  # past 7 days, not yet for 30m
+            fires(
+                50,
+                "XiangyunVerificationConflictsStale",
+                f"Unit {_GA} has left a conflict open for more than 7 days",
+                severity="warning",
+                unit=_GA,
+            ),
+        ],
+    ),
+    (
+        "conflicts answered within days",
+        {f'{_AGE}{{unit="{_GA}",instance="{_W}"}}': f"{3 * _DAY}+60x90"},
+        [quiet(80, "XiangyunVerificationConflictsStale")],
+    ),
+    (
+        "pending evidence grows by 100 a minute",
+        {f'{_PENDING}{{instance="{_W}"}}': "500+100x90"},
+        [
+            quiet(20, "XiangyunVerificationPendingGrowing"),
+            fires(
+                70,
+                "XiangyunVerificationPendingGrowing",
+                f"Evidence waiting for an authoritative value grows on {_W}",
+                severity="warning",
+                **_AT,
+            ),
+        ],
+    ),
+    (
+        "a large but steady amount of pending evidence",
+        {f'{_PENDING}{{instance="{_W}"}}': "5000x90"},
+        [quiet(70, "XiangyunVerificationPendingGrowing")],
+    ),
+    (
+        "evidence dropped at minute 10: the series is created at 5",
+        {
+            f'{_EV}{{outcome="agree",instance="{_W}"}}': "0+10x40",
+            f'{_EV}{{outcome="dropped",instance="{_W}"}}': "_x10 5x30",
+        },
+        [
+            quiet(8, "XiangyunVerificationEvidenceDropped"),
+            fires(
+                12,
+                "XiangyunVerificationEvidenceDropped",
+                f"Evidence dropped unverified on {_W}",
+                severity="warning",
+                **_AT,
+            ),
+            quiet(27, "XiangyunVerificationEvidenceDropped"),
+        ],
+    ),
+    (
+        "nothing dropped",
+        {f'{_EV}{{outcome="pending",instance="{_W}"}}': "0+10x40"},
+        [quiet(20, "XiangyunVerificationEvidenceDropped")],
     ),
 ]
 
