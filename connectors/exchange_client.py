@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Sequence
 from types import TracebackType
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.exchange.messages import (
     Answer,
@@ -81,10 +81,18 @@ class ExchangeClient:
         if not parts:
             raise RuntimeError(f"reply topic {self.reply_topic} is missing")
         start = []
+        deadline = time.monotonic() + timeout
         for p in parts:
-            _lo, hi = self._consumer.get_watermark_offsets(
-                TopicPartition(self.reply_topic, p), timeout=timeout, cached=False
-            )
+            while True:  # a topic just made: its leader may not answer for a moment
+                try:
+                    _lo, hi = self._consumer.get_watermark_offsets(
+                        TopicPartition(self.reply_topic, p), timeout=timeout, cached=False
+                    )
+                    break
+                except KafkaException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
             start.append(TopicPartition(self.reply_topic, p, hi))
         self._consumer.assign(start)
         self._waiting: dict[str, concurrent.futures.Future[Answer]] = {}

@@ -24,10 +24,12 @@ from connectors.consent import ConsentPublisher
 from connectors.generator import SampleGenerator, SampleRecord
 from connectors.producer import SourceProducer
 from streams.kafka.catalog_store import CatalogStore
+from streams.kafka.policy_store import PolicyStore
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_topics
 from streams.wire.codec import SchemaRegistry
 from streams.wire.envelope import EnvelopeCodec
+from xiangyun.demo_exchange import ExchangeDemo, run_exchange_demo
 from xiangyun.outcomes import OutcomeTally, count_outcomes, end_offsets, wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
@@ -47,10 +49,15 @@ class DemoResult:
     tally: OutcomeTally
     elapsed_s: float
     sources: Counter[str]
+    exchange: ExchangeDemo | None = None
+
+    @property
+    def outcomes_ok(self) -> bool:
+        return self.tally.total == self.published and self.tally.counts == self.expected
 
     @property
     def ok(self) -> bool:
-        return self.tally.total == self.published and self.tally.counts == self.expected
+        return self.outcomes_ok and (self.exchange is None or self.exchange.ok)
 
 
 def run_demo(
@@ -69,6 +76,10 @@ def run_demo(
         base,
         topic_prefix=f"{base.topic_prefix}-demo-{run_id}",
         app_id=f"{base.app_id}-demo-{run_id}",
+        # The exchange part asks for a bulk copy of a demo-sized pool, and shows keyed-hash
+        # masks: a small threshold and a key of the demo's own (never a production key).
+        policy_bulk_threshold=min(base.policy_bulk_threshold, 20),
+        policy_mask_key=base.policy_mask_key or "demo-only-mask-key-not-for-production",
     )
     _forget_earlier_demos(base, keep=(settings.topic_prefix, settings.app_id))
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "big")
@@ -82,6 +93,8 @@ def run_demo(
     with CatalogStore(settings.streams) as store:
         store.bootstrap()  # the unit register first, then the catalog
         ensure_collect_topics(settings)
+    with PolicyStore(settings.streams) as policy:  # the starter sharing lists
+        policy.bootstrap()
         gen = SampleGenerator(
             codec,
             store.current(),
@@ -132,7 +145,13 @@ def run_demo(
         elapsed = time.monotonic() - began
         if tally.total < len(sample):
             print(worker.log_tail(), file=sys.stderr)
-    return DemoResult(len(sample), expected, tally, elapsed, sources)
+        accepted = [r.key.decode().split("|", 1) for r in sample if r.kind == "valid"]
+        residents = list(dict.fromkeys(s for rid, s in accepted if rid == "population.resident"))
+        firms = list(dict.fromkeys(s for rid, s in accepted if rid == "legal_person.enterprise"))
+        exchange = run_exchange_demo(settings, residents, firms)
+        if not exchange.ok:
+            print(worker.log_tail(), file=sys.stderr)
+    return DemoResult(len(sample), expected, tally, elapsed, sources, exchange)
 
 
 def render(result: DemoResult) -> str:
@@ -174,13 +193,20 @@ def render(result: DemoResult) -> str:
         f"  elapsed             {result.elapsed_s:.1f} s "
         f"({result.published / max(result.elapsed_s, 1e-9):,.0f} records/s end to end)"
     )
-    if result.ok:
+    if result.exchange is not None:
+        lines += result.exchange.lines
+    if result.outcomes_ok:
         lines.append("  result              OK: every record has exactly one outcome, as expected")
     else:
         lines.append(
             f"  result              MISMATCH: {result.published - t.total:,} records "
             f"without an outcome; differing outcomes: {missing}"
         )
+    if result.exchange is not None:
+        if result.exchange.ok:
+            lines.append("  exchange            OK: every answer as the policy says, log verified")
+        else:
+            lines.append(f"  exchange            FAILED: {'; '.join(result.exchange.failures)}")
     return "\n".join(lines)
 
 

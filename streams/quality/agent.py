@@ -320,14 +320,15 @@ class QualityAgent:
                         _, unit = self._labels(resource.id, resource.provider)
                         self.book.verified(resource.id, unit, True, at, now)
             elif topic == self.resolutions_topic:
-                body = json.loads(value) if value else {}
-                target = body.get("conflict_key") or body.get("key") or key
+                body = self._body(value) if value else {}
+                target = body.get("conflict_id") or body.get("key") or key
                 self._open.pop(str(target), None)
             elif topic.startswith(self.conflicts_prefix):
                 if value is None:
                     self._open.pop(key, None)
                     return
-                body = json.loads(value)
+                body = self._body(value)
+                key = str(body.get("conflict_id") or key)
                 status = str(body.get("status", "open")).lower()
                 if status != "open":
                     self._open.pop(key, None)
@@ -339,6 +340,14 @@ class QualityAgent:
                     self.book.verified(pair[0], pair[1], False, at, now)
         except Exception as exc:
             self._bad(msg, exc)
+
+    def _body(self, value: bytes) -> dict[str, Any]:
+        """A conflict or resolution record: Avro single-object (the verifier's), else JSON."""
+        if value[:2] == b"\xc3\x01":
+            body = decode(value, self.codec.registry.writer_of(value))
+            return dict(body) if isinstance(body, dict) else {}
+        parsed = json.loads(value)
+        return parsed if isinstance(parsed, dict) else {}
 
     def _verification_running(self) -> bool:
         assert self._consistency is not None

@@ -134,6 +134,9 @@ class VerifyRuntime:
             )
 
     def _conflict_topic(self, unit: str) -> str:
+        # A commissioned third party ('<parent>.<TAG>') collects for its commissioning
+        # unit, which answers for the data (article 17): its conflicts go there.
+        unit = unit.split(".", 1)[0]
         name = self.topics.conflicts(unit)
         if name not in self._conflict_topics:
             ensure_conflict_topics(self.config, [unit])
