@@ -78,13 +78,15 @@ class ConflictBook:
         return sorted(out, key=lambda v: (v["raised_at_ms"], v["conflict_id"]))
 
     def open_by_unit(self, now_ms: int) -> dict[str, tuple[int, float]]:
-        """Per providing unit: open conflicts and the oldest one's age in seconds."""
+        """Per providing unit with conflicts: open conflicts and the oldest one's age in
+        seconds ((0, 0.0) once all are resolved)."""
         out: dict[str, tuple[int, float]] = {}
         for cid, c in self.conflicts.items():
-            if cid in self.resolutions:
-                continue
             unit = c["authoritative"]["provider"]
             n, age = out.get(unit, (0, 0.0))
+            if cid in self.resolutions:
+                out[unit] = (n, age)
+                continue
             out[unit] = (n + 1, max(age, max(0, now_ms - c["raised_at_ms"]) / 1000))
         return out
 

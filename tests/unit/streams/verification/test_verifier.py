@@ -281,6 +281,9 @@ def test_open_conflicts_per_unit_and_their_age() -> None:
     }
     book.resolutions = {"a": {"status": "dismissed"}}
     assert book.open_by_unit(11_000) == {PROVIDER: (1, 6.0), "220000-MZ": (1, 2.0)}
+    book.resolutions["b"] = {"status": "accepted"}
+    assert book.open_by_unit(11_000) == {PROVIDER: (0, 0.0), "220000-MZ": (1, 2.0)}
+    del book.resolutions["b"]
     assert [c["conflict_id"] for c in book.listing(PROVIDER)] == ["a", "b"]
     assert [c["conflict_id"] for c in book.listing(open_only=True)] == ["b", "c"]
     assert book.view("a")["status"] == "dismissed"  # type: ignore[index]
