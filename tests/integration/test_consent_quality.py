@@ -107,7 +107,13 @@ def test_quality_figures_move_when_bad_records_arrive(
     s = dataclasses.replace(settings, quality_snapshot_interval_ms=300)
     now = int(time.time() * 1000)
     good = SampleGenerator(
-        codec, catalog, s.schema_dir, seed=21, broken_share=0.0, start_ms=now - 5_000
+        codec,
+        catalog,
+        s.schema_dir,
+        seed=21,
+        broken_share=0.0,
+        start_ms=now - 5_000,
+        consents=True,
     )
     bad = SampleGenerator(
         codec,
@@ -119,7 +125,10 @@ def test_quality_figures_move_when_bad_records_arrive(
         start_ms=now - 30_000,
     )
     with WorkerProcess(s, name=f"worker-{s.app_id}").start():
-        sent = producer.send_all(((r.key, r.value) for r in good.records(300)), progress=False)
+        records = list(good.records(300))
+        with ConsentPublisher(s.streams) as consents:  # on record before the records
+            consents.grant(good.consents())
+        sent = producer.send_all(((r.principal, r.key, r.value) for r in records), progress=False)
 
         def all_counted() -> list[QualityRow] | None:
             rows = read_rows(s)
@@ -135,10 +144,12 @@ def test_quality_figures_move_when_bad_records_arrive(
             assert row.window.completeness_required == 1.0, row
             assert row.window.timeliness == 1.0, row  # seconds late; realtime allows a minute
         resident = _by_pair(rows)[("population.resident", "220000-GA")]
-        assert resident.open_conflicts is None  # verification not running: n/a
+        assert resident.open_conflicts == 0  # the verifier runs; no evidence, no conflict
         assert resident.window.consistency is None
 
-        bad_sent = producer.send_all(((r.key, r.value) for r in bad.records(90)), progress=False)
+        bad_sent = producer.send_all(
+            ((r.principal, r.key, r.value) for r in bad.records(90)), progress=False
+        )
 
         def rejects_counted() -> list[QualityRow] | None:
             rows = read_rows(s)
