@@ -17,9 +17,17 @@ import redis
 
 __all__ = ["Lease"]
 
+# Renew the lease; if Redis lost it (flushed, restarted empty) and nobody took it since,
+# hold it again: a Redis flush must not stop the exchange (Kafka fences a second writer
+# in any case, by the shared transactional id).
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0
 """
