@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from connectors.consent import ConsentPublisher
 from connectors.generator import SampleGenerator, SampleRecord
@@ -50,6 +52,7 @@ class DemoResult:
     elapsed_s: float
     sources: Counter[str]
     exchange: ExchangeDemo | None = None
+    checks: list[str] = field(default_factory=list)
 
     @property
     def outcomes_ok(self) -> bool:
@@ -151,7 +154,8 @@ def run_demo(
         exchange = run_exchange_demo(settings, residents, firms)
         if not exchange.ok:
             print(worker.log_tail(), file=sys.stderr)
-    return DemoResult(len(sample), expected, tally, elapsed, sources, exchange)
+        checks = _verification_and_quality(settings)
+    return DemoResult(len(sample), expected, tally, elapsed, sources, exchange, checks)
 
 
 def render(result: DemoResult) -> str:
@@ -193,6 +197,7 @@ def render(result: DemoResult) -> str:
         f"  elapsed             {result.elapsed_s:.1f} s "
         f"({result.published / max(result.elapsed_s, 1e-9):,.0f} records/s end to end)"
     )
+    lines += result.checks
     if result.exchange is not None:
         lines += result.exchange.lines
     if result.outcomes_ok:
@@ -240,3 +245,53 @@ def _forget_earlier_demos(base: Settings, keep: tuple[str, str]) -> None:
                 fut.result(30)
             except Exception as exc:  # already gone, or deleted by a concurrent demo
                 print(f"could not delete a topic of an earlier demo: {exc}", file=sys.stderr)
+
+
+def _verification_and_quality(settings: Settings) -> list[str]:
+    """Multi-source verification and data quality as the worker reports them (its
+    /metrics): shown, not judged; the figures follow the records by a few seconds."""
+    url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    samples: list[tuple[str, dict[str, str], float]] = []
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError as exc:
+        return [f"  verification, quality  n/a ({exc})"]
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m is not None:
+            labels = dict(_LABEL.findall(m["labels"] or ""))
+            samples.append((m["name"], labels, float(m["value"])))
+
+    def total(name: str, **want: str) -> float:
+        return sum(
+            v
+            for n, lab, v in samples
+            if n == name and all(lab.get(k) == x for k, x in want.items())
+        )
+
+    evidence = "xiangyun_verification_evidence_total"
+    agree, disagree = total(evidence, outcome="agree"), total(evidence, outcome="disagree")
+    waiting = total("xiangyun_verification_pending")
+    conflicts = total("xiangyun_verification_conflicts_open")
+    lines = [
+        f"  verification        evidence agreeing {agree:,.0f}, disagreeing {disagree:,.0f}, "
+        f"waiting for an authoritative value {waiting:,.0f}; open conflicts {conflicts:,.0f} "
+        "(`xiangyun conflicts list`)"
+    ]
+    validity = [
+        (v, lab.get("resource", "?"), lab.get("unit", "?"))
+        for n, lab, v in samples
+        if n == "xiangyun_quality_validity_ratio" and v == v  # NaN: nothing to measure
+    ]
+    if validity:
+        worst = sorted(validity)[:3]
+        shown = ", ".join(f"{r} from {u} {v:.0%}" for v, r, u in worst)
+        lines.append(f"  quality             lowest validity: {shown} (`xiangyun quality`)")
+    else:
+        lines.append("  quality             not measured yet (`xiangyun quality`)")
+    return lines
+
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

@@ -321,7 +321,9 @@ class QualityAgent:
                         self.book.verified(resource.id, unit, True, at, now)
             elif topic == self.resolutions_topic:
                 body = self._body(value) if value else {}
-                target = body.get("conflict_id") or body.get("key") or key
+                target = (
+                    body.get("conflict_id") or body.get("conflict_key") or body.get("key") or key
+                )
                 self._open.pop(str(target), None)
             elif topic.startswith(self.conflicts_prefix):
                 if value is None:
