@@ -282,7 +282,9 @@ def _verification_and_quality(settings: Settings) -> list[str]:
     validity = [
         (v, lab.get("resource", "?"), lab.get("unit", "?"))
         for n, lab, v in samples
-        if n == "xiangyun_quality_validity_ratio" and v == v  # NaN: nothing to measure
+        if n == "xiangyun_quality_validity_ratio"
+        and v == v  # NaN: nothing to measure
+        and not lab.get("resource", "(").startswith("(")  # broken beyond a resource
     ]
     if validity:
         worst = sorted(validity)[:3]
