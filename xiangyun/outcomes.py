@@ -34,6 +34,18 @@ __all__ = [
 ]
 
 
+def _high(c: Consumer, tp: TopicPartition, timeout: float = 30.0) -> int:
+    """The high watermark; a topic just made may not answer for a moment (NOT_LEADER)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(c.get_watermark_offsets(tp, timeout=10)[1])
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     c = Consumer(settings.kafka.consumer("outcome-probe"))
     try:
@@ -41,7 +53,7 @@ def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, in
         for t in topics:
             meta = c.list_topics(t, timeout=10).topics[t]
             for p in meta.partitions:
-                out[(t, p)] = c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                out[(t, p)] = _high(c, TopicPartition(t, p))
         return out
     finally:
         c.close()
