@@ -98,34 +98,43 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
     )
     app.add_dependency(reader)
     register_ingest(app, runtime, reader)
+    agents = config.agents
     # The Redis views of the pools, read from the pool topics read_committed.
-    register_materializer(
-        app, config, Materializer(config, runtime.registry, ViewMetrics(runtime.metrics.registry))
-    )
+    if "views" in agents:
+        register_materializer(
+            app,
+            config,
+            Materializer(config, runtime.registry, ViewMetrics(runtime.metrics.registry)),
+        )
     # The access log's signed checkpoints and its data-tracker index.
-    register_audit(app, config)
+    if "audit" in agents:
+        register_audit(app, config)
     # Data quality per resource and unit, from the outcome topics read_committed.
-    catalog = runtime.catalog
-    register_quality(
-        app,
-        config,
-        registry=runtime.registry,
-        catalog=catalog,
-        units=(lambda: [u.code for u in catalog.unit_register()])
-        if isinstance(catalog, CatalogStore)
-        else None,
-        metrics=QualityMetrics(runtime.metrics.registry),
-    )
+    if "quality" in agents:
+        catalog = runtime.catalog
+        register_quality(
+            app,
+            config,
+            registry=runtime.registry,
+            catalog=catalog,
+            units=(lambda: [u.code for u in catalog.unit_register()])
+            if isinstance(catalog, CatalogStore)
+            else None,
+            metrics=QualityMetrics(runtime.metrics.registry),
+        )
     # The exchange: requests answered and subscriptions delivered, each with its entry in
     # the access log, in one transaction (one worker at a time holds the exchange's lease).
-    register_exchange(app, config, ExchangeMetrics(runtime.metrics.registry))
+    if "exchange" in agents:
+        register_exchange(app, config, ExchangeMetrics(runtime.metrics.registry))
     # Multi-source verification: evidence against the pools, exactly once.
-    verifier = register_verifier(
-        app,
-        config,
-        metrics=VerificationMetrics(runtime.metrics.registry),
-        registry=runtime.registry,
-    )
+    verifier = None
+    if "verify" in agents:
+        verifier = register_verifier(
+            app,
+            config,
+            metrics=VerificationMetrics(runtime.metrics.registry),
+            registry=runtime.registry,
+        )
 
     @app.task  # type: ignore[untyped-decorator]
     async def freeze_startup_objects() -> None:
@@ -144,5 +153,6 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
         worker.execute_from_commandline()
     finally:
         stopping = True
-        verifier.close()
+        if verifier is not None:
+            verifier.close()
         runtime.close()

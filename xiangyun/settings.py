@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import xiangyun_data
-from streams.kafka.config import KafkaConfig, StreamsConfig
+from streams.kafka.config import AGENTS, KafkaConfig, StreamsConfig
 
 __all__ = ["PREFIX", "ConfigError", "Settings"]
 
@@ -75,6 +75,9 @@ class Settings:
     commit_interval_ms: int = 100
     transaction_timeout_ms: int = 10_000
     max_internal_errors: int = 100
+    #: the agents a worker runs besides the ingest: `all`, or some of views, audit,
+    #: quality, exchange, verify (comma separated; `none` for the ingest alone)
+    worker_agents: str = "all"
     # The access log: how often its tree head is signed, and the signing key (PKCS#8 PEM,
     # mode 0600; empty: <state dir>/audit/signing-key.pem, made on first use).
     audit_checkpoint_interval_ms: int = 2000
@@ -130,6 +133,11 @@ class Settings:
             raise ConfigError(
                 f"XIANGYUN_TRANSACTION_TIMEOUT_MS={self.transaction_timeout_ms}: 1000 to 900000"
             )
+        if self.agent_set - AGENTS:
+            raise ConfigError(
+                f"XIANGYUN_WORKER_AGENTS={self.worker_agents!r}: all, none, or some of "
+                f"{', '.join(sorted(AGENTS))}"
+            )
         if self.max_internal_errors < 1:
             raise ConfigError(f"XIANGYUN_MAX_INTERNAL_ERRORS={self.max_internal_errors}: >= 1")
         if not 100 <= self.audit_checkpoint_interval_ms <= 3_600_000:
@@ -180,6 +188,16 @@ class Settings:
             )
 
     @property
+    def agent_set(self) -> frozenset[str]:
+        """The agents a worker runs besides the ingest."""
+        raw = self.worker_agents.strip().lower()
+        if raw == "all":
+            return AGENTS
+        if raw in ("", "none"):
+            return frozenset()
+        return frozenset(a.strip() for a in raw.split(",") if a.strip())
+
+    @property
     def kafka(self) -> KafkaConfig:
         """Every Kafka client's configuration: bootstrap, client id, security."""
         security = {
@@ -209,6 +227,7 @@ class Settings:
             commit_interval_ms=self.commit_interval_ms,
             transaction_timeout_ms=self.transaction_timeout_ms,
             max_internal_errors=self.max_internal_errors,
+            agents=self.agent_set,
             audit_checkpoint_interval_ms=self.audit_checkpoint_interval_ms,
             audit_key_file=self.audit_key_path,
             policy_dir=self.policy_dir,

@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, Producer
 import xiangyun_data
 
 __all__ = [
+    "AGENTS",
     "SECURITY_PROPERTIES",
     "KafkaConfig",
     "StreamsConfig",
@@ -40,6 +41,9 @@ SECURITY_PROPERTIES = frozenset(
         "ssl.endpoint.identification.algorithm",
     }
 )
+
+#: the agents a worker can run besides the ingest
+AGENTS = frozenset({"views", "audit", "quality", "exchange", "verify"})
 
 #: a rejected record carries up to 1 MiB of original bytes plus its reason
 MAX_MESSAGE_BYTES = 4_194_304
@@ -123,6 +127,9 @@ class StreamsConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     log_level: str = "WARNING"
     metrics_port: int = 9108
+    #: the agents a worker runs besides the ingest (a deployment may split them over
+    #: processes: each keeps its own consumer group and transactions)
+    agents: frozenset[str] = field(default_factory=lambda: AGENTS)
     metrics_host: str = "127.0.0.1"
     #: how far ahead of the platform's clock an observed-at time may be
     max_clock_skew_ms: int = 300_000
