@@ -47,7 +47,6 @@ from streams.core.regions import CITIES, PROVINCE, REGIONS, districts_of
 from streams.units.model import UnitKind, UnitRegister, unit_of_source
 from streams.wire.codec import HEADER_LEN, MARKER, Schema, encode
 from streams.wire.envelope import Envelope, EnvelopeCodec, record_key
-from xiangyun_data import units_dir
 
 __all__ = [
     "BROKEN_KINDS",
@@ -596,8 +595,13 @@ class SampleGenerator:
                 raise ValueError(f"{name} must be within 0..1, got {share}")
         self.evidence_share = evidence_share
         # The register tells each record's principal (its collect topic) and the third
-        # party a COMMISSIONED record names; default: the starter register, as approved.
-        self.units = units if units is not None else UnitRegister.from_dir(units_dir()).approved()
+        # party a COMMISSIONED record names; default: the starter register shipped beside
+        # the schemas (``<root>/units`` next to ``<root>/schemas/avro``), as approved.
+        self.units = (
+            units
+            if units is not None
+            else UnitRegister.from_dir(schema_dir.parent.parent / "units").approved()
+        )
         self.codec = codec
         self.catalog = catalog
         self.seed = seed

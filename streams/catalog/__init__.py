@@ -15,7 +15,6 @@ from streams.catalog.dcat import (
 from streams.catalog.model import (
     GENERIC_FIELDS,
     IDENTIFIER_CHECKS,
-    SCHEMA_ROOT,
     SUBJECT_KEY_FIELDS,
     SUBJECT_LABEL_FIELDS,
     UPDATE_FREQUENCIES,
@@ -69,7 +68,6 @@ __all__ = [
     "MAX_STRING",
     "MAX_SUBJECT",
     "RULE_KEYS",
-    "SCHEMA_ROOT",
     "SUBJECT_KEY_FIELDS",
     "SUBJECT_LABEL_FIELDS",
     "UPDATE_FREQUENCIES",

@@ -47,7 +47,6 @@ from typing import Any, TypeVar
 import fastavro
 import yaml
 
-import xiangyun_data
 from streams.core.channel import Channel
 from streams.core.pools import Pool
 from streams.core.regions import PROVINCE
@@ -55,7 +54,6 @@ from streams.core.regions import PROVINCE
 __all__ = [
     "GENERIC_FIELDS",
     "IDENTIFIER_CHECKS",
-    "SCHEMA_ROOT",
     "SUBJECT_KEY_FIELDS",
     "SUBJECT_LABEL_FIELDS",
     "UPDATE_FREQUENCIES",
@@ -114,9 +112,6 @@ GENERIC_FIELDS = frozenset(
     }
 )
 _E = TypeVar("_E", bound=StrEnum)
-
-#: the schemas that ship with the package (``schemas/avro/`` of the repository)
-SCHEMA_ROOT = xiangyun_data.schema_dir()
 
 
 #: reads a collection spec (a path below ``schemas/avro/``) as parsed JSON
@@ -320,7 +315,7 @@ class Catalog:
 # -- collection specs --------------------------------------------------------------------
 
 
-def schema_file_loader(root: Path = SCHEMA_ROOT) -> SchemaLoader:
+def schema_file_loader(root: Path) -> SchemaLoader:
     """A :data:`SchemaLoader` reading ``root / path``; a path leaving ``root`` is refused."""
     base = root.resolve()
 

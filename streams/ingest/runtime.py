@@ -25,8 +25,8 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from monitoring.metrics import Metrics
-from streams.catalog.model import SCHEMA_ROOT, Catalog, Resource
-from streams.ingest.decision import Ingestor, Outcome, SpecOf, file_spec_loader
+from streams.catalog.model import Catalog, Resource
+from streams.ingest.decision import Ingestor, Outcome, SpecOf
 from streams.ingest.pool_state import STATE_HEADER, PoolState
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import StreamsConfig
@@ -71,9 +71,9 @@ class StaticCatalog:
 
     errors = 0
 
-    def __init__(self, catalog: Catalog, spec_of: SpecOf | None = None) -> None:
+    def __init__(self, catalog: Catalog, spec_of: SpecOf) -> None:
         self._catalog = catalog
-        self._spec_of = spec_of or file_spec_loader(SCHEMA_ROOT)
+        self._spec_of = spec_of
 
     def start(self) -> StaticCatalog:
         return self

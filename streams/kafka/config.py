@@ -17,8 +17,6 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-import xiangyun_data
-
 __all__ = [
     "AGENTS",
     "SECURITY_PROPERTIES",
@@ -121,9 +119,11 @@ class StreamsConfig:
     partitions: int = 4
     app_id: str = "xiangyun"
     batch_size: int = 2000
-    schema_dir: Path = field(default_factory=xiangyun_data.schema_dir)
-    catalog_dir: Path = field(default_factory=xiangyun_data.catalog_dir)
-    units_dir: Path = field(default_factory=xiangyun_data.units_dir)
+    # Where the shipped files are: the application passes them (Settings.streams); the
+    # defaults are a checkout's folders, relative to the working directory.
+    schema_dir: Path = Path("schemas/avro")
+    catalog_dir: Path = Path("catalog")
+    units_dir: Path = Path("units")
     redis_url: str = "redis://127.0.0.1:6379/0"
     log_level: str = "WARNING"
     metrics_port: int = 9108
@@ -146,7 +146,7 @@ class StreamsConfig:
     audit_key_file: Path | None = None
 
     #: the starter sharing lists (`xiangyun policy bootstrap`)
-    policy_dir: Path = field(default_factory=xiangyun_data.policy_dir)
+    policy_dir: Path = Path("policy")
     #: a request for more subjects than this is a bulk copy and needs an approval
     policy_bulk_threshold: int = 100
     #: the platform key of keyed-hash masks (HMAC-SHA256); empty: keyed hashes are refused

@@ -35,13 +35,14 @@ CHECK = """
 import json, sys
 from pathlib import Path
 import xiangyun_data, xiangyun.stack
-from streams.catalog.model import SCHEMA_ROOT, Catalog
+from streams.catalog.model import Catalog
+from xiangyun_data import schema_dir
 from streams.wire.envelope import ENVELOPE_SCHEMA_FILE
 from xiangyun.settings import Settings
 
 site = Path(sys.argv[1])
 s = Settings.from_env()
-for path in (s.schema_dir, s.catalog_dir, SCHEMA_ROOT, xiangyun.stack.POM):
+for path in (s.schema_dir, s.catalog_dir, schema_dir(), xiangyun.stack.POM):
     assert path.is_relative_to(site), path
 assert xiangyun_data.CHECKOUT is None
 assert s.state_dir == Path.cwd() / ".stack", s.state_dir

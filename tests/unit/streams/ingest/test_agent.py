@@ -18,7 +18,7 @@ from streams.app import create_app
 from streams.catalog.model import Catalog
 from streams.core.reasons import Reason
 from streams.ingest.agent import register_ingest
-from streams.ingest.decision import OutcomeKind
+from streams.ingest.decision import OutcomeKind, file_spec_loader
 from streams.ingest.reader import Barrier
 from streams.ingest.runtime import (
     InternalErrors,
@@ -79,7 +79,9 @@ def make_runtime(settings: Settings) -> tuple[Runtime, TxnProducer]:
     config = settings.streams
     runtime = Runtime(
         config,
-        catalog=StaticCatalog(Catalog.from_dir(settings.catalog_dir)),
+        catalog=StaticCatalog(
+            Catalog.from_dir(settings.catalog_dir), file_spec_loader(settings.schema_dir)
+        ),
         units=StaticUnits(UnitRegister.from_dir(settings.units_dir).approved()),
         consents=False,
     )

@@ -63,7 +63,11 @@ def setup() -> tuple[QualityAgent, Ingestor, SampleGenerator, Topics]:
         clock_ms=lambda: NOW,
     )
     agent = QualityAgent(
-        config, registry, StaticCatalog(CATALOG), metrics=QualityMetrics(), clock_ms=lambda: NOW
+        config,
+        registry,
+        StaticCatalog(CATALOG, file_spec_loader(SCHEMAS)),
+        metrics=QualityMetrics(),
+        clock_ms=lambda: NOW,
     )
     gen = SampleGenerator(
         codec,
