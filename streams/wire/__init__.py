@@ -14,6 +14,7 @@ from streams.wire.codec import (
     fast_values_reader,
     fingerprint64,
     read_fingerprint,
+    values_writer,
 )
 from streams.wire.compat import PROMOTIONS, check_backward
 from streams.wire.envelope import (
@@ -41,4 +42,5 @@ __all__ = [
     "fingerprint64",
     "read_fingerprint",
     "record_key",
+    "values_writer",
 ]

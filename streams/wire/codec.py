@@ -14,7 +14,7 @@ import json
 import re
 import struct
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ __all__ = [
     "fast_values_reader",
     "fingerprint64",
     "read_fingerprint",
+    "values_writer",
 ]
 
 MARKER = b"\xc3\x01"
@@ -87,6 +88,10 @@ class Schema:
     _fast_reader: Callable[[bytes], Any] | bool | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    # Likewise the fast writer (see _FastWriter).
+    _fast_writer: Callable[[Mapping[str, Any]], bytes] | bool | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def parse(cls, schema: str | Mapping[str, Any]) -> Schema:
@@ -106,7 +111,19 @@ class Schema:
 
 
 def encode(schema: Schema, record: Mapping[str, Any]) -> bytes:
-    """Single-object encode ``record`` with ``schema``."""
+    """Single-object encode ``record`` with ``schema``.
+
+    A flat record whose values have exactly the schema's types is written by
+    :class:`_FastWriter`; anything else (a missing field with a default, a bool for a long,
+    a wrong type) by fastavro, which writes or reports it as ever."""
+    fast = schema._fast_writer
+    if fast is None:
+        fast = _FastWriter.build(schema)
+    if fast is not False:
+        try:
+            return fast(record)  # type: ignore[operator]
+        except Exception:  # fastavro's to write or to report
+            pass
     buf = io.BytesIO()
     buf.write(schema.header)
     try:
@@ -300,6 +317,184 @@ class _FastReader:
             f"{v} = d[p:e]" + (".decode()" if t == "string" else ""),
             "p = e",  # past the end if the slice was short: the next read or the last check fails
         ]
+
+
+def _varint(n: int) -> bytes:
+    """A non-negative number (zig-zag already applied) as an Avro varint."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+#: the one-byte varints, by value
+_ONE_BYTE = tuple(bytes([i]) for i in range(0x80))
+
+
+class _FastWriter:
+    """Builds a writer for one record schema whose fields are primitives, fixed, enums, or a
+    union of null and one primitive: the envelope, the pool records and the platform's own
+    outcome records. Generated Python source like :class:`_FastReader`, about twice as fast
+    as ``fastavro.schemaless_writer``, which the ingest called for every record.
+
+    It writes exactly the bytes fastavro writes for a record whose every field is present
+    with exactly its Avro type (``str`` for string, ``int`` in range for int and long,
+    ``bytes`` of the size for fixed, a symbol for an enum, ...), and raises for anything
+    else, which :func:`encode` then leaves to fastavro.
+    """
+
+    LONG = (-(2**63), 2**63 - 1)
+    INT = (-(2**31), 2**31 - 1)
+
+    def __init__(self) -> None:
+        self.consts: dict[str, Any] = {}
+
+    @classmethod
+    def build(cls, schema: Schema) -> Callable[[Mapping[str, Any]], bytes] | bool:
+        """The writer of ``schema``'s records, or False; kept on the schema."""
+        try:
+            made: Callable[[Mapping[str, Any]], bytes] | bool = cls().compile(schema) or False
+        except Exception:  # an odd schema is simply not covered
+            made = False
+        object.__setattr__(schema, "_fast_writer", made)
+        return made
+
+    def compile(self, schema: Schema, positional: bool = False) -> Callable[..., bytes] | None:
+        """The writer of a record given as a mapping, or (``positional``) as its field
+        values in schema order; None if not covered."""
+        parsed = schema.parsed
+        if not isinstance(parsed, dict) or parsed.get("type") != "record":
+            return None
+        if "logicalType" in parsed:
+            return None
+        fields = parsed["fields"]
+        params = ", ".join(f"v{i}" for i in range(len(fields))) if positional else "r"
+        lines = [f"def write({params}):", "    o = [_header]", "    a = o.append"]
+        for i, f in enumerate(fields):
+            if not isinstance(f["name"], str):
+                return None
+            body = self.field(f["type"])
+            if body is None:
+                return None
+            lines += [f"    v = v{i}" if positional else f"    v = r[{f['name']!r}]"]
+            lines += ["    " + line for line in body]
+        lines.append('    return b"".join(o)')
+        namespace = {
+            "_Bail": _Bail,
+            "_header": schema.header,
+            "_one": _ONE_BYTE,
+            "_varint": _varint,
+            **self.consts,
+        }
+        exec("\n".join(lines), namespace)  # source built above from fixed pieces
+        made: Callable[[Mapping[str, Any]], bytes] = namespace["write"]
+        return made
+
+    @staticmethod
+    def _number(zigzag: str) -> list[str]:
+        return [f"n = {zigzag}", "a(_one[n] if n < 0x80 else _varint(n))"]
+
+    def field(self, t: Any) -> list[str] | None:
+        if isinstance(t, list):
+            # null and one other primitive: the branch follows from the value's type alone
+            if len(t) != 2 or "null" not in t or not all(isinstance(b, str) for b in t):
+                return None
+            other = t[1] if t[0] == "null" else t[0]
+            body = self.field(other)
+            if body is None or other == "null":
+                return None
+            null, value = (b"\x00", b"\x02") if t[0] == "null" else (b"\x02", b"\x00")
+            return [
+                "if v is None:",
+                f"    a({null!r})",
+                "else:",
+                f"    a({value!r})",
+                *("    " + line for line in body),
+            ]
+        if isinstance(t, dict):
+            kind = t.get("type")
+            if "logicalType" in t:
+                return None
+            if kind == "fixed" and isinstance(t.get("size"), int):
+                return [
+                    f"if type(v) is not bytes or len(v) != {t['size']}:",
+                    "    raise _Bail",
+                    "a(v)",
+                ]
+            symbols = t.get("symbols")
+            if kind != "enum" or not isinstance(symbols, list):
+                return None
+            if not all(isinstance(s, str) for s in symbols):
+                return None
+            const = f"_enum{len(self.consts)}"
+            self.consts[const] = {s: _varint(2 * i) for i, s in enumerate(symbols)}
+            return [f"a({const}[v])"]  # KeyError (or TypeError) for anything but a symbol
+        if t == "null":
+            return ["if v is not None:", "    raise _Bail"]
+        if t == "boolean":
+            return [
+                "if v is True:",
+                '    a(b"\\x01")',
+                "elif v is False:",
+                '    a(b"\\x00")',
+                "else:",
+                "    raise _Bail",
+            ]
+        if t in ("int", "long"):
+            low, high = self.INT if t == "int" else self.LONG
+            return [
+                f"if type(v) is not int or not {low} <= v <= {high}:",
+                "    raise _Bail",
+                *self._number("(v << 1) ^ (v >> 63)"),
+            ]
+        if t in ("float", "double"):
+            const = "_float" if t == "float" else "_double"
+            self.consts[const] = struct.Struct("<f" if t == "float" else "<d").pack
+            return ["if type(v) is not float:", "    raise _Bail", f"a({const}(v))"]
+        if t == "bytes":
+            return [
+                "if type(v) is not bytes:",
+                "    raise _Bail",
+                *self._number("len(v) << 1"),
+                "a(v)",
+            ]
+        if t == "string":
+            return [
+                "if type(v) is not str:",
+                "    raise _Bail",
+                "v = v.encode()",  # UnicodeEncodeError for a lone surrogate: fastavro's to report
+                *self._number("len(v) << 1"),
+                "a(v)",
+            ]
+        return None  # a named type, or something newer
+
+
+def values_writer(schema: Schema, fields: Sequence[str]) -> Callable[..., bytes]:
+    """``write(*values)``: ``encode(schema, dict(zip(fields, values)))`` without building the
+    record. ``fields`` are the schema's field names in its order (ValueError otherwise: a
+    reordered schema file must not shift values into other fields).
+
+    The fast writer's speed for values of exactly their Avro types; any other value is
+    encoded (or reported, as :class:`CodecError`) by :func:`encode`."""
+    names = tuple(f["name"] for f in schema.parsed["fields"])
+    if names != tuple(fields):
+        raise ValueError(f"{schema.name} has the fields {names}, not {tuple(fields)}")
+    try:
+        fast = _FastWriter().compile(schema, positional=True)
+    except Exception:  # an odd schema is simply not covered
+        fast = None
+
+    def write(*values: Any) -> bytes:
+        if fast is not None:
+            try:
+                return fast(*values)
+            except Exception:  # encode's to write or to report
+                pass
+        return encode(schema, dict(zip(names, values, strict=True)))
+
+    return write
 
 
 def fast_values_reader(schema: Schema, make: Callable[..., Any]) -> Callable[[bytes], Any] | None:
