@@ -14,12 +14,11 @@ from streams.ingest.decision import (
     file_spec_loader,
 )
 from streams.ingest.reader import CollectReader
-from streams.ingest.runtime import CatalogSource, DeliveryError, Runtime, StaticCatalog
+from streams.ingest.runtime import CatalogSource, Runtime, StaticCatalog
 
 __all__ = [
     "CatalogSource",
     "CollectReader",
-    "DeliveryError",
     "IngestRejection",
     "Ingestor",
     "Outcome",

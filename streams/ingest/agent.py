@@ -43,11 +43,17 @@ class Transactional(Protocol):
     def commit(self, group_metadata: Callable[[], object], timeout: float = ...) -> int: ...
 
 
-def _offsets(messages: Sequence[Message]) -> Offsets:
+def _unpack(messages: Sequence[Message]) -> tuple[list[tuple[Any, ...]], Offsets]:
+    """The decision's view of each message (key, value, topic, partition, offset), and
+    the next offset to read per partition: one pass, each accessor called once."""
+    records: list[tuple[Any, ...]] = []
+    add = records.append
     last: Offsets = {}
     for m in messages:
-        last[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
-    return last
+        record = (m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0)
+        add(record)
+        last[(record[2], record[3])] = record[4] + 1
+    return records, last
 
 
 def register_ingest(
@@ -99,16 +105,14 @@ def register_ingest(
             messages: Sequence[Message] = item
             taken = time.monotonic()
             with metrics.batch_seconds.time():
+                records, offsets = _unpack(messages)
                 try:
-                    outcomes = runtime.decide(
-                        (m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0)
-                        for m in messages
-                    )
+                    outcomes = runtime.decide(records)
                 except Exception as exc:  # too many INTERNAL in a row
                     on_fatal(exc)
                     return
                 await finish()  # the previous commit ran while this batch was decided
-                runtime.produce(outcomes, _offsets(messages))
+                runtime.produce(outcomes, offsets)
                 read_at.append(taken)
                 if runtime.commit_due(source.idle()):
                     commit = start_commit()

@@ -26,7 +26,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from monitoring.metrics import Metrics
 from streams.catalog.model import Catalog, Resource
-from streams.ingest.decision import Ingestor, Outcome, SpecOf
+from streams.core.pools import Pool
+from streams.core.reasons import Reason
+from streams.ingest.decision import Ingestor, Outcome, OutcomeKind, SpecOf
 from streams.ingest.pool_state import STATE_HEADER, PoolState
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import StreamsConfig
@@ -41,7 +43,6 @@ from streams.wire.envelope import EnvelopeCodec
 
 __all__ = [
     "CatalogSource",
-    "DeliveryError",
     "InternalErrors",
     "Runtime",
     "StaticCatalog",
@@ -113,10 +114,6 @@ class StaticUnits:
         return None
 
 
-class DeliveryError(RuntimeError):
-    """Outputs could not be written to Kafka; the batch is not acknowledged."""
-
-
 class TransactionFailed(RuntimeError):
     """A transaction could not commit; it was aborted (or the producer is fenced)."""
 
@@ -169,11 +166,10 @@ class Runtime:
             consent=self.consents.check if self.consents is not None else None,
         )
         self._producer: Producer | None = None
-        self._failures: list[str] = []
         self._open = False
         self._offsets: Offsets = {}
         self._opened_at = 0.0
-        self._tally: Counter[tuple[str, str, str, str]] = Counter()
+        self._tally: Counter[tuple[OutcomeKind, Pool | None, Reason | None, str]] = Counter()
 
     def start(self) -> Runtime:
         self.units.start()
@@ -355,30 +351,20 @@ class Runtime:
             self._open = True
             self._opened_at = time.monotonic()
         produce = producer.produce
-        on_delivery = self._on_delivery
         tally = self._tally
+        # No delivery callback: a message that fails makes the commit fail (abortable), so
+        # nothing is acknowledged that was not written; a callback per record cost a GIL
+        # hand-over each on the committing thread.
         for out in outcomes:
             while True:
                 try:
                     produce(
-                        out.topic,
-                        out.value,
-                        out.key,
-                        partition=out.partition,
-                        headers=out.headers,
-                        on_delivery=on_delivery,
+                        out.topic, out.value, out.key, partition=out.partition, headers=out.headers
                     )
                     break
                 except BufferError:  # local queue full: let librdkafka drain it
                     producer.poll(0.05)
-            tally[
-                (
-                    out.kind.value,
-                    out.pool.value if out.pool else "",
-                    out.reason.value if out.reason else "",
-                    out.unit,
-                )
-            ] += 1
+            tally[(out.kind, out.pool, out.reason, out.unit)] += 1
         self._offsets.update(offsets)
         self.metrics.batch_records.observe(len(outcomes))
 
@@ -413,12 +399,14 @@ class Runtime:
         finally:
             self._open = False
             self._offsets = {}
-        if self._failures:  # cannot happen after a successful commit; never ignore it
-            failures, self._failures = self._failures[:5], []
-            raise DeliveryError(f"delivery failures in a committed transaction: {failures}")
         self.metrics.transactions.labels("committed").inc()
         tally, self._tally = self._tally, Counter()
-        self.metrics.count(tally)
+        self.metrics.count(
+            {
+                (kind.value, pool.value if pool else "", reason.value if reason else "", unit): n
+                for (kind, pool, reason, unit), n in tally.items()
+            }
+        )
         return sum(tally.values())
 
     def abort(self, timeout: float = 10.0) -> None:
@@ -432,10 +420,6 @@ class Runtime:
             self._open = False
             self._offsets = {}
             self._tally = Counter()
-
-    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
-        if err is not None:
-            self._failures.append(str(err))
 
     # -- operations ----------------------------------------------------------------------
     def report(self, group: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from streams.app import create_app
-from streams.ingest.agent import _offsets
+from streams.ingest.agent import _unpack
 from streams.ingest.reader import Barrier, CollectReader, KeepingChannel
 from xiangyun.settings import Settings
 
@@ -62,8 +62,19 @@ def test_the_agent_commits_the_next_offset_of_each_partition() -> None:
         def offset(self) -> int:
             return self.o
 
-    got = _offsets([Msg(0, 5), Msg(1, 9), Msg(0, 6)])  # type: ignore[list-item]
+        def key(self) -> bytes:
+            return b"k%d" % self.o
+
+        def value(self) -> bytes:
+            return b"v%d" % self.o
+
+    records, got = _unpack([Msg(0, 5), Msg(1, 9), Msg(0, 6)])  # type: ignore[list-item]
     assert got == {("unit.collect", 0): 7, ("unit.collect", 1): 10}
+    assert records == [
+        (b"k5", b"v5", "unit.collect", 0, 5),
+        (b"k9", b"v9", "unit.collect", 1, 9),
+        (b"k6", b"v6", "unit.collect", 0, 6),
+    ]
 
 
 class Meta:

@@ -106,3 +106,20 @@ def test_a_payload_schema_is_not_an_envelope(tmp_path: Path) -> None:
     )
     values, decoded = _both(codec, encode(point, {"x": 1}))
     assert values == decoded == (Reason.SCHEMA_MISMATCH, "expected an Envelope, got Point")
+
+
+def test_an_equal_envelope_schema_read_elsewhere_takes_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker's registry holds the envelope schema as read from the schemas topic: an equal
+    # Schema, another object. Its values must still come straight from the bytes.
+    codec = _codec(tmp_path)
+    data = codec.encode(_envelope())
+    same = Schema.parse(codec.schema.canonical)
+    assert same is not codec.schema and same.fingerprint == codec.schema.fingerprint
+
+    def slow(*_a: Any) -> Any:
+        raise AssertionError("decoded as a dict, not from the bytes")
+
+    monkeypatch.setattr(codec, "_decode_record", slow)
+    assert codec.decode_values(data, same) == dataclasses.astuple(_envelope())
