@@ -83,7 +83,7 @@ class KafkaConfig:
             "message.max.bytes": MAX_MESSAGE_BYTES,
             "queue.buffering.max.messages": 500_000,
             # Kafka's own partitioner (the Java client's): one key, one partition number
-            # in every collect topic (streams.core.partitioner checks it).
+            # in every collect topic (streams.kafka.partitioner checks it).
             "partitioner": "murmur2_random",
         }
         conf.update(overrides)

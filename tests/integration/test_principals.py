@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from connectors.generator import SampleGenerator, SampleRecord
 from connectors.producer import SourceProducer
 from streams.core.channel import Channel
-from streams.core.partitioner import partition_for
+from streams.kafka.partitioner import partition_for
 from streams.kafka.topics import Topics
 from streams.views import PoolView
 from streams.wire.codec import SchemaRegistry, decode

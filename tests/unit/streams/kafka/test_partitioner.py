@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.core.partitioner import murmur2, partition_for
+from streams.kafka.partitioner import _python_partition, murmur2, partition_for
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,10 @@ def test_partition_is_the_positive_hash_modulo_the_count() -> None:
             partition_for(f"k{i}".encode(), n) == (kafka_murmur2(f"k{i}".encode()) & 0x7FFFFFFF) % n
             for i in range(300)
         )
+
+
+def test_the_partition_comes_from_librdkafka_itself() -> None:
+    # The installed client's own partitioner (the Python hash is only the fallback)
+    assert partition_for is not _python_partition
+    with pytest.raises(ValueError, match="at least 1"):
+        partition_for(b"k", 0)
