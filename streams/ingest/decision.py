@@ -21,7 +21,6 @@ from typing import NamedTuple
 from streams.catalog.model import Catalog, Resource
 from streams.catalog.spec import check_fields, check_subject, subject_of
 from streams.core.channel import Channel
-from streams.kafka.partitioner import partition_for
 from streams.core.pools import Pool
 from streams.core.reasons import Reason
 from streams.core.regions import PROVINCE, city_of, is_region
@@ -35,6 +34,7 @@ from streams.ingest.pool_state import (
     pack_source,
     pack_state,
 )
+from streams.kafka.partitioner import partition_for
 from streams.kafka.topics import Topics
 from streams.units.model import UnitKind, UnitRegister
 from streams.wire.codec import (

@@ -135,7 +135,8 @@ class PoolState:
         self._parts.clear()
 
     def __len__(self) -> int:
-        return sum(len(k) for k in self._parts.values())
+        # a copy first: the committing thread counts while a restore may add a partition
+        return sum(len(k) for k in list(self._parts.values()))
 
     def partitions(self) -> list[int]:
         return sorted(self._parts)

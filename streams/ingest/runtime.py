@@ -400,6 +400,7 @@ class Runtime:
             self._open = False
             self._offsets = {}
         self.metrics.transactions.labels("committed").inc()
+        self.metrics.state_keys.set(len(self.state))  # a sum over the partitions: cheap
         tally, self._tally = self._tally, Counter()
         self.metrics.count(
             {
