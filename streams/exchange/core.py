@@ -129,9 +129,25 @@ class Step:
     deliveries: list[tuple[str, str]] = field(default_factory=list)  # (resource, decision)
 
 
-ViewGet = Callable[[str, str], Mapping[str, Any] | None]
+#: one input message: key, value, topic, partition, offset
+Message = tuple[bytes | None, bytes | None, str, int, int]
+#: (resource_id, subject_id) -> the view's record, or None
+Records = Mapping[tuple[str, str], Mapping[str, Any] | None]
+#: the view's records of (resource_id, subject_id) keys, in order
+ViewRead = Callable[[Sequence[tuple[str, str]]], Sequence[Mapping[str, Any] | None]]
 Freshness = Callable[[], tuple[int | None, int | None]]
 PoolDecoder = Callable[[bytes], Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrived:
+    """A request message as read: who asks, and the request or why it is malformed."""
+
+    topic: str
+    requester: str | None
+    fallback_id: str
+    req: ExchangeRequest | None = None
+    problem: str | None = None
 
 
 def _now_ms() -> int:
@@ -210,7 +226,7 @@ class Exchange:
         catalog: Callable[[], Catalog],
         fields_of: FieldSource,
         units: Callable[[], UnitRegister],
-        view_get: ViewGet,
+        view_read: ViewRead,
         *,
         freshness: Freshness = lambda: (None, None),
         decode_pool: PoolDecoder | None = None,
@@ -224,7 +240,7 @@ class Exchange:
         self.catalog = catalog
         self.fields_of = fields_of
         self.units = units
-        self.view_get = view_get
+        self.view_read = view_read
         self.freshness = freshness
         self.decode_pool = decode_pool
         self.mask_key = mask_key
@@ -275,7 +291,7 @@ class Exchange:
             return None
         return dept
 
-    # -- one message ---------------------------------------------------------------------
+    # -- messages ------------------------------------------------------------------------
     def handle(
         self,
         key: bytes | None,
@@ -284,38 +300,67 @@ class Exchange:
         partition: int,
         offset: int,
     ) -> Step:
-        if topic in self.pool_topics:
-            return self.pool_change(key, value, topic, partition, offset)
-        return self.request(key, value, topic, partition, offset)
+        return self.handle_batch([(key, value, topic, partition, offset)])[0]
 
-    def request(
+    def handle_batch(self, messages: Sequence[Message]) -> list[Step]:
+        """Every message's step, in order. The view is read once for the whole batch (one
+        Redis round trip, not one per subject): every record a well-formed new query
+        names, whether or not the policy then lets it out."""
+        arrived = [None if m[2] in self.pool_topics else self._arrive(*m) for m in messages]
+        wanted = list(
+            dict.fromkeys(
+                (a.req.resource_id, s)
+                for a in arrived
+                if a is not None and a.req is not None and self._reads_view(a)
+                for s in a.req.subjects
+            )
+        )
+        records = dict(zip(wanted, self.view_read(wanted), strict=True)) if wanted else {}
+        return [
+            self.pool_change(*m) if a is None else self._request(a, m[3], m[4], records)
+            for m, a in zip(messages, arrived, strict=True)
+        ]
+
+    def _arrive(
         self, key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int
-    ) -> Step:
-        step = Step()
-        now = self.clock()
-        where = f"{topic}:{partition}:{offset}"
-        fallback_id = (key or b"").decode("utf-8", "replace") or where
+    ) -> _Arrived:
+        fallback_id = (key or b"").decode("utf-8", "replace") or f"{topic}:{partition}:{offset}"
         requester = self.requester_of(topic)
         if requester is None:
-            # No department to answer: the entry alone says what arrived.
-            self._malformed(step, None, topic, fallback_id, f"{topic} names no department", now)
-            return step
+            return _Arrived(topic, None, fallback_id, problem=f"{topic} names no department")
         try:
             req = self.codec.decode_request(value or b"")
         except CodecError as exc:
-            self._malformed(step, None, requester, fallback_id, f"undecodable: {exc}", now)
+            return _Arrived(topic, requester, fallback_id, problem=f"undecodable: {exc}")
+        return _Arrived(topic, requester, fallback_id, req, self._missing(req))
+
+    def _reads_view(self, a: _Arrived) -> bool:
+        return (
+            a.req is not None
+            and a.requester is not None
+            and a.problem is None
+            and a.req.kind is RequestKind.QUERY
+            and decision_key(a.requester, a.req.request_id) not in self.decisions
+        )
+
+    def _request(self, a: _Arrived, partition: int, offset: int, records: Records) -> Step:
+        step = Step()
+        now = self.clock()
+        if a.problem is not None:
+            if a.requester is None or a.req is None:
+                # No department to answer, or no request: the entry says what arrived.
+                self._malformed(step, None, a.requester or a.topic, a.fallback_id, a.problem, now)
+            else:
+                rid = a.req.request_id or a.fallback_id
+                self._malformed(step, a.req, a.requester, rid, a.problem, now, store=partition)
             return step
-        problem = self._missing(req)
-        if problem is not None:
-            rid = req.request_id or fallback_id
-            self._malformed(step, req, requester, rid, problem, now, store=partition)
-            return step
-        dkey = decision_key(requester, req.request_id)
-        first = self.decisions.get(dkey)
+        req, requester = a.req, a.requester
+        assert req is not None and requester is not None  # a request without a problem
+        first = self.decisions.get(decision_key(requester, req.request_id))
         if first is not None:
             self._retry(step, req, requester, first, partition, offset, now)
             return step
-        answer, extra = self._decide(req, requester, now)
+        answer, extra = self._decide(req, requester, now, records)
         self._answer(step, req, requester, answer, partition, extra)
         return step
 
@@ -511,7 +556,7 @@ class Exchange:
         return duty.legal_basis if duty is not None else ""
 
     def _decide(
-        self, req: ExchangeRequest, requester: str, now: int
+        self, req: ExchangeRequest, requester: str, now: int, records: Records
     ) -> tuple[Answer, list[Output]]:
         if not self.units().registered(requester):
             return self._refusal(
@@ -564,12 +609,16 @@ class Exchange:
                 policy_version=decision.policy_version,
                 catalog_version=catalog_version,
             ), []
-        records: list[AnswerRecord] = []
+        found: list[AnswerRecord] = []
         if not subscribe:
+            keys = [(req.resource_id, s) for s in req.subjects]
+            missing = [k for k in keys if k not in records]
+            if missing:  # not read with the batch
+                records = {**records, **dict(zip(missing, self.view_read(missing), strict=True))}
             try:
-                records = [
-                    masked_record(s, self.view_get(req.resource_id, s), decision, self.mask_key)
-                    for s in req.subjects
+                found = [
+                    masked_record(s, records[k], decision, self.mask_key)
+                    for s, k in zip(req.subjects, keys, strict=True)
                 ]
             except PolicyError as exc:
                 return self._refusal(
@@ -592,7 +641,7 @@ class Exchange:
             reason=OK,
             message=decision.message,
             legal_basis=self._duty_basis(requester, req.purpose),
-            records=tuple(records),
+            records=tuple(found),
             masks={f: m.value for f, m in decision.masks.items()},
             withheld=dict(decision.withheld),
             policy_version=decision.policy_version,

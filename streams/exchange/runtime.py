@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from monitoring.metrics import ExchangeMetrics
 from streams.audit.entry import AccessEntry
 from streams.audit.log import AccessLog, EntryWriter, read_topic
-from streams.exchange.core import Exchange, Output, Step
+from streams.exchange.core import Exchange, Message, Output, Step
 from streams.exchange.messages import ExchangeCodec
 from streams.ingest.runtime import TransactionFailed
 from streams.kafka.catalog_store import CatalogStore
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 #: (topic, partition) -> next offset to read
 Offsets = dict[tuple[str, int], int]
-#: how old the freshness figures an answer carries may be, seconds
+#: how old the freshness figures an answer carries may be, seconds; a thread refreshes
+#: them twice as often, off the decisions' path (a refresh asks the broker, ~10 ms or more)
 FRESHNESS_TTL_S = 1.0
 
 
@@ -80,7 +81,7 @@ class ExchangeRuntime:
             self.catalog.current,
             catalog_fields(self.catalog),
             self.units.current,
-            self.view.get,
+            self.view.get_many,
             freshness=self._freshness,
             decode_pool=self._decode_pool,
             mask_key=config.policy_mask_key,
@@ -96,6 +97,8 @@ class ExchangeRuntime:
         self._deliveries: Counter[tuple[str, str]] = Counter()
         self._sent_at: list[float] = []
         self._fresh: tuple[float, tuple[int | None, int | None]] = (0.0, (None, None))
+        self._closing = threading.Event()
+        self._refresher: threading.Thread | None = None
         self._known_replies: set[str] = set()
         self._state_lock = threading.Lock()
 
@@ -115,6 +118,11 @@ class ExchangeRuntime:
         )
         self._producer.init_transactions(30)
         self.writer = self.access.writer()
+        self._refresh_freshness()  # the first answers carry the figures too
+        self._refresher = threading.Thread(
+            target=self._keep_fresh, name="exchange-freshness", daemon=True
+        )
+        self._refresher.start()
         for _, value in read_topic(self.config.kafka, self.topics.exchange_subscriptions):
             self.exchange.restore_subscription(value)
         self.metrics.subscriptions.set(len(self.exchange.subscriptions))
@@ -126,6 +134,9 @@ class ExchangeRuntime:
         return self
 
     def close(self) -> None:
+        self._closing.set()
+        if self._refresher is not None:
+            self._refresher.join(10)  # before the view's probe closes
         if self._producer is not None and self._open:
             try:
                 self._producer.abort_transaction(10)
@@ -141,16 +152,19 @@ class ExchangeRuntime:
     # -- reading helpers -----------------------------------------------------------------
     def _freshness(self) -> tuple[int | None, int | None]:
         at, value = self._fresh
-        if time.monotonic() - at < FRESHNESS_TTL_S:
-            return value
+        return value if time.monotonic() - at < FRESHNESS_TTL_S else (None, None)
+
+    def _refresh_freshness(self) -> None:
+        asked = time.monotonic()
         try:
             f = self.view.freshness(timeout=5.0)
-            value = (f.applied_at_ms, f.behind)
-        except Exception as exc:  # the answer goes out without the figures
+            self._fresh = (asked, (f.applied_at_ms, f.behind))
+        except Exception as exc:  # the answers go out without the figures meanwhile
             log.warning("exchange: view freshness unknown: %s", exc)
-            value = (None, None)
-        self._fresh = (time.monotonic(), value)
-        return value
+
+    def _keep_fresh(self) -> None:
+        while not self._closing.wait(FRESHNESS_TTL_S / 2):
+            self._refresh_freshness()
 
     def _decode_pool(self, value: bytes) -> Mapping[str, Any]:
         rec: dict[str, Any] = dict(decode(value, self._pool_schema))
@@ -236,12 +250,10 @@ class ExchangeRuntime:
                 self.exchange.drop_decisions(depts)
 
     # -- the batch path ------------------------------------------------------------------
-    def decide(
-        self, messages: Iterable[tuple[bytes | None, bytes | None, str, int, int]]
-    ) -> list[Step]:
+    def decide(self, messages: Sequence[Message]) -> list[Step]:
         """Every message's step, in order (on the agent's worker thread)."""
         with self._state_lock:
-            return [self.exchange.handle(*m) for m in messages]
+            return self.exchange.handle_batch(messages)
 
     def produce(self, steps: Sequence[Step], offsets: Offsets, sent_at: Sequence[float]) -> None:
         """Add the steps' records and entries and the offsets they answer for to the open

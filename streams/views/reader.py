@@ -9,8 +9,9 @@ left alone.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,17 +37,30 @@ __all__ = ["Freshness", "PoolView", "ResourceStats", "ViewStats"]
 
 _MASK = (1 << 64) - 1
 
-#: KEYS: state. ARGV: ns, resource, subject, bucket key suffix. One consistent read.
+#: KEYS: state. ARGV: ns, then resource, subject, bucket key suffix of each record. One
+#: consistent read of them all (one generation): {gen, then value, ctx, verified of each},
+#: '' for what is missing.
 _GET_SCRIPT = """
 local gen = redis.call('HGET', KEYS[1], 'gen')
 if not gen then return {} end
 local prefix = ARGV[1] .. ':' .. gen .. ':'
-local value = redis.call('HGET', prefix .. 'r:' .. ARGV[2] .. ':' .. ARGV[4], ARGV[3])
-if not value then return {gen} end
-local ctx = redis.call('HGET', prefix .. 'ctx', string.sub(value, 2, 9))
-local verified = redis.call('HGET', prefix .. 'v:' .. ARGV[2] .. ':' .. ARGV[4], ARGV[3])
-return {gen, value, ctx or '', verified or ''}
+local out = {gen}
+for i = 2, #ARGV, 3 do
+  local subject, bucket = ARGV[i + 1], ':' .. ARGV[i + 2]
+  local value = redis.call('HGET', prefix .. 'r:' .. ARGV[i] .. bucket, subject)
+  local ctx, verified = '', ''
+  if value then
+    ctx = redis.call('HGET', prefix .. 'ctx', string.sub(value, 2, 9)) or ''
+    verified = redis.call('HGET', prefix .. 'v:' .. ARGV[i] .. bucket, subject) or ''
+  end
+  out[#out + 1] = value or ''
+  out[#out + 1] = ctx
+  out[#out + 1] = verified
+end
+return out
 """
+#: records per script call: one call holds Redis for a few milliseconds at most
+GET_CHUNK = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +135,8 @@ class PoolView:
         self.registry = registry or SchemaRegistry.from_dir(config.schema_dir)
         self.redis = redis_client or redis.Redis.from_url(config.redis_url)
         self._get = self.redis.register_script(_GET_SCRIPT)
+        self._probe: Consumer | None = None  # kept for freshness(), made on first use
+        self._probe_lock = threading.Lock()
 
     def generation(self) -> str | None:
         gen = self.redis.hget(self.layout.state, "gen")
@@ -134,19 +150,38 @@ class PoolView:
         the writer's name), or None. ``verification_count`` and ``verifiers``: the distinct
         units that confirmed this version (多源校核); 0 and none for a version not (yet)
         verified."""
-        suffix = self.layout.record_key("", resource_id, subject_id).rsplit(":", 1)[1]
-        reply = self._get(
-            keys=[self.layout.state], args=[self.layout.ns, resource_id, subject_id, suffix]
-        )
-        if len(reply) < 3:
-            return None
-        _gen, value, ctx = reply[:3]
+        return self.get_many([(resource_id, subject_id)])[0]
+
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        """:meth:`get` of each (resource_id, subject_id), in order, in one Redis round trip
+        per :data:`GET_CHUNK` records."""
+        out: list[dict[str, Any] | None] = []
+        for start in range(0, len(keys), GET_CHUNK):
+            chunk = keys[start : start + GET_CHUNK]
+            args: list[str] = [self.layout.ns]
+            for resource_id, subject_id in chunk:
+                suffix = self.layout.record_key("", resource_id, subject_id).rsplit(":", 1)[1]
+                args += (resource_id, subject_id, suffix)
+            reply = self._get(keys=[self.layout.state], args=args)
+            if not reply:  # no view (yet)
+                out += [None] * len(chunk)
+                continue
+            for i, (resource_id, subject_id) in enumerate(chunk):
+                value, ctx, verified = reply[1 + 3 * i : 4 + 3 * i]
+                out.append(
+                    self._record(resource_id, subject_id, value, ctx, verified) if value else None
+                )
+        return out
+
+    def _record(
+        self, resource_id: str, subject_id: str, value: bytes, ctx: bytes, verified: bytes
+    ) -> dict[str, Any]:
         rec = decode_record(resource_id, subject_id, value, ctx)
-        verified = decode_verified(reply[3]) if len(reply) > 3 and reply[3] else None
-        if verified is not None and verified["version"] == rec["version"]:
-            rec["verification_count"] = verified["verification_count"]
-            rec["verifiers"] = verified["verifiers"]
-            rec["last_verified_at_ms"] = verified["last_verified_at_ms"]
+        seen = decode_verified(verified) if verified else None
+        if seen is not None and seen["version"] == rec["version"]:
+            rec["verification_count"] = seen["verification_count"]
+            rec["verifiers"] = seen["verifiers"]
+            rec["last_verified_at_ms"] = seen["last_verified_at_ms"]
         else:
             rec["verifiers"] = []
             rec["last_verified_at_ms"] = 0
@@ -198,7 +233,10 @@ class PoolView:
             tp = self.layout.parse_offset_field(name)
             if tp is not None:
                 applied[tp] = int(value)
-        ends = end_offsets(self.config, timeout)
+        with self._probe_lock:
+            if self._probe is None:
+                self._probe = _probe(self.config)
+            ends = end_offsets(self.config, timeout, self._probe)
         lag: dict[str, int] = {}
         for (t, p), end in ends.items():
             lag[t] = lag.get(t, 0) + max(0, end - applied.get((t, p), 0))
@@ -283,6 +321,10 @@ class PoolView:
         return parsed is not None and parsed[0] != current
 
     def close(self) -> None:
+        with self._probe_lock:
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
         self.redis.close()
 
 
@@ -300,12 +342,20 @@ def _pages(client: redis.Redis, match: str) -> Iterator[list[bytes]]:
             return
 
 
-def end_offsets(config: StreamsConfig, timeout: float = 10.0) -> dict[tuple[str, int], int]:
-    """The last stable offset of every partition of every pool topic."""
-    conf = config.kafka.consumer(
-        f"{config.app_id}.views-probe", **{"isolation.level": "read_committed"}
+def _probe(config: StreamsConfig) -> Consumer:
+    return Consumer(
+        config.kafka.consumer(
+            f"{config.app_id}.views-probe", **{"isolation.level": "read_committed"}
+        )
     )
-    c = Consumer(conf)
+
+
+def end_offsets(
+    config: StreamsConfig, timeout: float = 10.0, probe: Consumer | None = None
+) -> dict[tuple[str, int], int]:
+    """The last stable offset of every partition of every pool topic; ``probe`` a consumer
+    the caller keeps (making one costs tens of milliseconds)."""
+    c = probe or _probe(config)
     try:
         names = [*Topics.of(config).pools.values(), Topics.of(config).verified]
         meta = c.list_topics(timeout=timeout).topics
@@ -320,7 +370,8 @@ def end_offsets(config: StreamsConfig, timeout: float = 10.0) -> dict[tuple[str,
                 )[1]
         return out
     finally:
-        c.close()
+        if probe is None:
+            c.close()
 
 
 def _within(code: str, region: str) -> bool:

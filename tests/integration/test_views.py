@@ -24,7 +24,7 @@ from connectors.generator import SampleGenerator
 from streams.catalog.model import Catalog
 from streams.kafka.config import StreamsConfig
 from streams.kafka.topics import Topics
-from streams.views import Materializer, PoolView, digest_entries, entry_of
+from streams.views import Materializer, PoolView, digest_entries, entry_of, reader
 from streams.wire.codec import SchemaRegistry, encode
 from streams.wire.envelope import EnvelopeCodec, record_key
 from xiangyun.settings import Settings
@@ -140,7 +140,11 @@ def _aborted(recs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
 
 
 def test_materialize_get_freshness_and_aborted(
-    config: StreamsConfig, registry: SchemaRegistry, writer: PoolWriter, records: Any
+    config: StreamsConfig,
+    registry: SchemaRegistry,
+    writer: PoolWriter,
+    records: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     recs = records(600)
     writer.write(recs[:400])
@@ -178,6 +182,10 @@ def test_materialize_get_freshness_and_aborted(
         assert got is None or got["provider"] != "ABORTED"
     for _t, (resource_id, subject_id) in tombstones:
         assert view.get(resource_id, subject_id) is None
+    # many at once, in order, alike: found, tombstoned and never written, over chunks
+    keys = [*writer.current, *(k for _t, k in tombstones), ("no.such_resource", "nobody")]
+    monkeypatch.setattr(reader, "GET_CHUNK", 7)
+    assert view.get_many(keys) == [view.get(*k) for k in keys]
 
     stats = view.stats()
     assert stats.records == len(writer.current)

@@ -141,7 +141,7 @@ def exchange(
         lambda: catalog,
         FIELDS,
         lambda: units,
-        lambda r, s: view.get((r, s)),
+        lambda keys: [view.get(k) for k in keys],
         freshness=lambda: (NOW - 100, 0),
         decode_pool=lambda v: pools[v],
         mask_key=KEY,
@@ -309,6 +309,71 @@ def test_a_retry_gets_the_first_answer_and_is_logged_as_a_retry(exchange: Exchan
     assert other.decision_id != a.decision_id
 
 
+def test_a_batch_reads_the_view_once_and_answers_as_one_by_one(
+    exchange: Exchange, catalog: Catalog, policy_set: PolicySet, units: UnitRegister
+) -> None:
+    view = {(RESIDENT, s): pool_record(s, {**PERSON, "name": s}) for s in ("S1", "S2")}
+    reads: list[list[tuple[str, str]]] = []
+
+    def read(keys: Any) -> list[Any]:
+        reads.append(list(keys))
+        return [view.get(k) for k in keys]
+
+    batch = Exchange(
+        TOPICS,
+        exchange.codec,
+        FakePolicy(policy_set),
+        lambda: catalog,
+        FIELDS,
+        lambda: units,
+        read,
+        clock=lambda: NOW,
+        new_id=lambda: "d",
+    )
+    ask(batch, "220000-MZ", request_id="R0")  # decided before the batch
+
+    def msg(request_id: str, subjects: tuple[str, ...], **kw: Any) -> Any:
+        req = ExchangeRequest(
+            request_id, RESIDENT, subjects, "social_assistance", "o", NOW + 10_000, **kw
+        )
+        value = batch.codec.encode_request(req)
+        return (request_id.encode(), value, TOPICS.request("220000-MZ"), 2, 5)
+
+    steps = batch.handle_batch(
+        [
+            msg("R1", ("S1", "S2")),
+            msg("R0", ("S1",)),  # a retry reads nothing
+            msg("R2", ("S2", "S3")),
+            msg("R1", ("S1", "S2")),  # a retry within the batch
+            msg("R3", ("S1",), kind=RequestKind.SUBSCRIBE),  # a subscription reads nothing
+            (b"R4", b"junk", TOPICS.request("220000-MZ"), 2, 6),
+        ]
+    )
+    assert reads[1:] == [[(RESIDENT, "S1"), (RESIDENT, "S2"), (RESIDENT, "S3")]]
+    answers = [answer_of(batch, s, "220000-MZ") for s in steps]
+    assert [a.request_id for a in answers] == ["R1", "R0", "R2", "R1", "R3", "R4"]
+    assert [s.retries for s in steps] == [0, 1, 0, 1, 0, 0]
+    assert answers[3] == answers[0]
+    assert [(r.subject_id, r.found, r.fields.get("name")) for r in answers[2].records] == [
+        ("S2", True, "S2"),
+        ("S3", False, None),
+    ]
+    assert answers[5].decision is AnswerDecision.MALFORMED
+    # the same answers as one message at a time
+    alone = Exchange(
+        TOPICS,
+        exchange.codec,
+        FakePolicy(policy_set),
+        lambda: catalog,
+        FIELDS,
+        lambda: units,
+        read,
+        clock=lambda: NOW,
+        new_id=lambda: "d",
+    )
+    assert answer_of(alone, alone.handle(*msg("R2", ("S2", "S3"))), "220000-MZ") == answers[2]
+
+
 def test_retries_are_answered_from_the_restored_store(
     exchange: Exchange, catalog: Catalog, policy_set: PolicySet, units: UnitRegister
 ) -> None:
@@ -321,7 +386,7 @@ def test_retries_are_answered_from_the_restored_store(
         lambda: catalog,
         FIELDS,
         lambda: units,
-        lambda r, s: None,
+        lambda keys: [None] * len(keys),
         clock=lambda: NOW,
     )
     assert fresh.restore_decisions(stored) == 1
