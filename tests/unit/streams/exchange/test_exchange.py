@@ -309,17 +309,16 @@ def test_a_retry_gets_the_first_answer_and_is_logged_as_a_retry(exchange: Exchan
     assert other.decision_id != a.decision_id
 
 
-def test_a_batch_reads_the_view_once_and_answers_as_one_by_one(
-    exchange: Exchange, catalog: Catalog, policy_set: PolicySet, units: UnitRegister
-) -> None:
-    view = {(RESIDENT, s): pool_record(s, {**PERSON, "name": s}) for s in ("S1", "S2")}
-    reads: list[list[tuple[str, str]]] = []
-
-    def read(keys: Any) -> list[Any]:
-        reads.append(list(keys))
-        return [view.get(k) for k in keys]
-
-    batch = Exchange(
+def another(
+    exchange: Exchange,
+    catalog: Catalog,
+    policy_set: PolicySet,
+    units: UnitRegister,
+    read: Any,
+    **kw: Any,
+) -> Exchange:
+    """A second exchange like the fixture's, reading the view through ``read``."""
+    return Exchange(
         TOPICS,
         exchange.codec,
         FakePolicy(policy_set),
@@ -328,8 +327,24 @@ def test_a_batch_reads_the_view_once_and_answers_as_one_by_one(
         lambda: units,
         read,
         clock=lambda: NOW,
-        new_id=lambda: "d",
+        **kw,
     )
+
+
+def test_a_batch_reads_the_view_once_and_answers_as_one_by_one(
+    exchange: Exchange, catalog: Catalog, policy_set: PolicySet, units: UnitRegister
+) -> None:
+    view = {(RESIDENT, s): pool_record(s, {**PERSON, "name": s}) for s in ("S1", "S2")}
+    reads: list[list[tuple[str, str]]] = []
+
+    def one_more(read: Any) -> Exchange:
+        return another(exchange, catalog, policy_set, units, read, new_id=lambda: "d")
+
+    def read(keys: Any) -> list[Any]:
+        reads.append(list(keys))
+        return [view.get(k) for k in keys]
+
+    batch = one_more(read)
     ask(batch, "220000-MZ", request_id="R0")  # decided before the batch
 
     def msg(request_id: str, subjects: tuple[str, ...], **kw: Any) -> Any:
@@ -360,17 +375,7 @@ def test_a_batch_reads_the_view_once_and_answers_as_one_by_one(
     ]
     assert answers[5].decision is AnswerDecision.MALFORMED
     # the same answers as one message at a time
-    alone = Exchange(
-        TOPICS,
-        exchange.codec,
-        FakePolicy(policy_set),
-        lambda: catalog,
-        FIELDS,
-        lambda: units,
-        read,
-        clock=lambda: NOW,
-        new_id=lambda: "d",
-    )
+    alone = one_more(read)
     assert answer_of(alone, alone.handle(*msg("R2", ("S2", "S3"))), "220000-MZ") == answers[2]
 
 
@@ -379,16 +384,7 @@ def test_retries_are_answered_from_the_restored_store(
 ) -> None:
     step = ask(exchange, "220000-MZ")
     stored = [(o.key, o.value) for o in parts(step)[0] if o.topic == TOPICS.exchange_decisions]
-    fresh = Exchange(
-        TOPICS,
-        exchange.codec,
-        FakePolicy(policy_set),
-        lambda: catalog,
-        FIELDS,
-        lambda: units,
-        lambda keys: [None] * len(keys),
-        clock=lambda: NOW,
-    )
+    fresh = another(exchange, catalog, policy_set, units, lambda keys: [None] * len(keys))
     assert fresh.restore_decisions(stored) == 1
     retry = ask(fresh, "220000-MZ", offset=3)
     assert retry.retries == 1
