@@ -36,6 +36,7 @@ from streams.exchange.messages import (
     RequestKind,
 )
 from streams.kafka.config import StreamsConfig
+from streams.kafka.consume import read_available
 from streams.kafka.topics import Topics, ensure_department_topics
 from streams.policy.model import department_region
 
@@ -109,7 +110,7 @@ class ExchangeClient:
     def _read(self) -> None:
         while not self._stop.is_set():
             try:
-                msgs = self._consumer.consume(1000, 0.1)
+                msgs = read_available(self._consumer, 1000, 0.1)
             except Exception as exc:  # broker away: librdkafka reconnects
                 log.warning("exchange client: %s", exc)
                 continue

@@ -38,6 +38,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from streams.kafka.consume import read_available
 from xiangyun.settings import Settings
 
 __all__ = ["ExchangeBench", "run_exchange_bench"]
@@ -125,7 +126,7 @@ def _echo(settings: Settings, ping: str, pong: str) -> None:
     producer = Producer(kafka.producer())
     consumer.subscribe([ping])
     while True:
-        for m in consumer.consume(1000, 0.1):
+        for m in read_available(consumer, 1000, 0.1):
             if m.error() is None:
                 producer.produce(pong, m.value(), m.key())
         producer.poll(0)
@@ -185,7 +186,7 @@ def _bare(settings: Settings, rate: float, seconds: float, payload: bytes) -> Ph
 
     def read() -> None:
         while not stop.is_set():
-            for m in consumer.consume(1000, 0.1):
+            for m in read_available(consumer, 1000, 0.1):
                 if m.error() is not None:
                     continue
                 now = time.monotonic()

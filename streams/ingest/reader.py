@@ -37,6 +37,7 @@ import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.kafka.config import StreamsConfig
+from streams.kafka.consume import read_available
 
 __all__ = ["Barrier", "CollectReader", "KeepingChannel"]
 
@@ -186,7 +187,7 @@ class CollectReader(mode.Service):
         try:
             while not self._stopping.is_set():
                 try:
-                    msgs = consumer.consume(self.config.batch_size, 0.1)
+                    msgs = read_available(consumer, self.config.batch_size, 0.1)
                 except KafkaException as exc:  # broker away: librdkafka reconnects
                     log.warning("collect reader: %s", exc)
                     continue

@@ -29,6 +29,7 @@ import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.kafka.config import StreamsConfig
+from streams.kafka.consume import read_available
 
 __all__ = ["Barrier", "VerificationReader"]
 
@@ -149,7 +150,7 @@ class VerificationReader(mode.Service):
         try:
             while not self._stopping.is_set():
                 try:
-                    msgs = consumer.consume(self.config.batch_size, 0.1)
+                    msgs = read_available(consumer, self.config.batch_size, 0.1)
                 except KafkaException as exc:
                     log.warning("verification reader: %s", exc)
                     continue
