@@ -56,7 +56,7 @@ from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import idempotent_producer
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_topics
-from streams.views import Materializer, PoolView
+from streams.views import Materializer, PoolView, Progress
 from streams.wire.codec import Schema, SchemaRegistry
 from streams.wire.envelope import EnvelopeCodec
 from xiangyun.outcomes import count_outcomes, end_offsets
@@ -343,7 +343,7 @@ def _view_rate(run: Settings, registry: SchemaRegistry) -> float:
 
 
 def _replay_views(
-    run: Settings, registry: SchemaRegistry, timeout: float
+    run: Settings, registry: SchemaRegistry, timeout: float, report_every: int = 0
 ) -> tuple[int, float, int]:
     """Replay the run's pool topics into an empty Redis view: records applied, seconds, and
     the bytes of Redis memory they took. The view is flushed again afterwards."""
@@ -356,7 +356,14 @@ def _replay_views(
     m = Materializer(run.streams, registry).start()
     try:
         began = time.monotonic()
-        progress = m.catch_up(timeout=timeout)
+        said = [0]
+
+        def say(p: Progress) -> None:
+            if report_every and p.records - said[0] >= report_every:
+                said[0] = p.records
+                _say(f"    applied {p.records:,} records, {sum(p.lag.values()):,} to go")
+
+        progress = m.catch_up(timeout=timeout, progress=say)
         seconds = time.monotonic() - began
         used = int(memory.info("memory")["used_memory"]) - before
     finally:
@@ -748,7 +755,9 @@ def run_province(
         _say(
             f"[province] ingest done in {done_at - began:,.0f} s; replaying the pool into Redis ..."
         )
-        view_records, view_seconds, redis_used = _replay_views(run, registry, timeout=6 * 3600)
+        view_records, view_seconds, redis_used = _replay_views(
+            run, registry, timeout=6 * 3600, report_every=1_000_000
+        )
         _say("[province] restore: a new worker rebuilds the pool state ...")
         restore_run = dataclasses.replace(
             run, metrics_port=run.metrics_port + 1, worker_agents="none"
