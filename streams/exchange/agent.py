@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,9 +25,10 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from monitoring.metrics import ExchangeMetrics
 from streams.exchange.lease import Lease
-from streams.exchange.runtime import ExchangeRuntime, Offsets
-from streams.ingest.reader import Barrier, CollectReader
+from streams.exchange.runtime import ExchangeRuntime
+from streams.ingest.reader import CollectReader
 from streams.ingest.runtime import die
+from streams.kafka.batch_reader import Barrier, unpack
 from streams.kafka.config import StreamsConfig
 
 __all__ = ["ExchangeService", "RequestReader", "register_exchange"]
@@ -60,9 +60,10 @@ class RequestReader(CollectReader):
             subscription[0],
             drop=lambda _p: self._drop_tps(self._revoking),
             on_lost=on_lost,
+            role="exchange",
             **kwargs,
         )
-        self.subscription = subscription
+        self.subscription = subscription  # the request pattern and every pool topic
 
     def consumer_config(self) -> dict[str, Any]:
         return self.config.kafka.consumer(
@@ -77,18 +78,6 @@ class RequestReader(CollectReader):
                 "fetch.wait.max.ms": 10,
             },
         )
-
-    async def on_start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._consumer = Consumer(self.consumer_config())
-        self._consumer.subscribe(
-            self.subscription,
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
-        self._thread = threading.Thread(target=self._run, name="exchange-reader", daemon=True)
-        self._thread.start()
 
     def _on_assign(self, c: Consumer, partitions: list[TopicPartition]) -> None:
         self._metadata = c.consumer_group_metadata()
@@ -174,13 +163,6 @@ class ExchangeService(mode.Service):
             log.warning("exchange: lease release: %s", exc)
 
 
-def _offsets(messages: Sequence[Message]) -> Offsets:
-    last: Offsets = {}
-    for m in messages:
-        last[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
-    return last
-
-
 def register_exchange(
     app: faust.App,
     config: StreamsConfig,
@@ -250,10 +232,7 @@ def register_exchange(
                 item.release(True)
                 continue
             messages: Sequence[Message] = item
-            batch = [
-                (m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0)
-                for m in messages
-            ]
+            batch, offsets = unpack(messages)
             try:
                 steps = await loop.run_in_executor(pool, runtime.decide, batch)
             except Exception as exc:  # a bug: nothing of this batch may commit
@@ -265,8 +244,8 @@ def register_exchange(
                 for m in messages
                 if (m.topic() or "").startswith(request_topic) and m.timestamp()[1] > 0
             ]
-            runtime.produce(steps, _offsets(messages), sent_at)
-            if runtime.commit_due(reader.idle()):
+            runtime.produce(steps, offsets, sent_at)
+            if runtime.commit_due():
                 commit = start_commit()
         await finish()
 

@@ -32,6 +32,7 @@ from streams.audit.log import AccessLog, EntryWriter, read_topic
 from streams.exchange.core import Exchange, Message, Output, Step
 from streams.exchange.messages import ExchangeCodec
 from streams.ingest.runtime import TransactionFailed
+from streams.kafka.batch_reader import Offsets
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import StreamsConfig
 from streams.kafka.policy_store import PolicyStore, catalog_fields
@@ -44,8 +45,6 @@ __all__ = ["ExchangeRuntime", "Offsets"]
 
 log = logging.getLogger(__name__)
 
-#: (topic, partition) -> next offset to read
-Offsets = dict[tuple[str, int], int]
 #: how old the freshness figures an answer carries may be, seconds; a thread refreshes
 #: them twice as often, off the decisions' path (a refresh asks the broker, ~10 ms or more)
 FRESHNESS_TTL_S = 1.0
@@ -90,7 +89,6 @@ class ExchangeRuntime:
         self._producer: Producer | None = None
         self.writer: EntryWriter | None = None
         self._open = False
-        self._opened_at = 0.0
         self._offsets: Offsets = {}
         self._failures: list[str] = []
         self._answers: Counter[tuple[str, str]] = Counter()
@@ -263,7 +261,6 @@ class ExchangeRuntime:
         if not self._open:
             producer.begin_transaction()
             self._open = True
-            self._opened_at = time.monotonic()
         for step in steps:
             for out in step.out:
                 if isinstance(out, AccessEntry):
@@ -297,11 +294,13 @@ class ExchangeRuntime:
             except BufferError:
                 producer.poll(0.05)
 
-    def commit_due(self, idle: bool) -> bool:
-        if not self._open:
-            return False
-        age_ms = (time.monotonic() - self._opened_at) * 1000
-        return idle or age_ms >= self.config.commit_interval_ms
+    def commit_due(self) -> bool:
+        """Group commit: every batch commits as soon as the commit before it is done (the
+        agent awaits that one before it produces the next batch), so a department's answer
+        waits for one commit, and under load the batches, not the waits, grow. An
+        interval, as the ingest commits, held every answer up to the interval at a steady
+        rate (p50 138 ms at 1,000/s against 6 ms for the bare round trip)."""
+        return self._open
 
     def commit(self, group_metadata: Callable[[], object], timeout: float = 60.0) -> int:
         """Send the offsets with the group metadata and commit; the answers committed.

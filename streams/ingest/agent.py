@@ -19,8 +19,8 @@ import faust
 from confluent_kafka import Message
 
 from streams.ingest.decision import Outcome
-from streams.ingest.reader import Barrier
-from streams.ingest.runtime import Offsets, die
+from streams.ingest.runtime import die
+from streams.kafka.batch_reader import Barrier, Offsets, unpack
 
 __all__ = ["BatchSource", "Transactional", "register_ingest"]
 
@@ -41,19 +41,6 @@ class Transactional(Protocol):
     def produce(self, outcomes: Sequence[Outcome], offsets: Offsets) -> None: ...
     def commit_due(self, idle: bool) -> bool: ...
     def commit(self, group_metadata: Callable[[], object], timeout: float = ...) -> int: ...
-
-
-def _unpack(messages: Sequence[Message]) -> tuple[list[tuple[Any, ...]], Offsets]:
-    """The decision's view of each message (key, value, topic, partition, offset), and
-    the next offset to read per partition: one pass, each accessor called once."""
-    records: list[tuple[Any, ...]] = []
-    add = records.append
-    last: Offsets = {}
-    for m in messages:
-        record = (m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0)
-        add(record)
-        last[(record[2], record[3])] = record[4] + 1
-    return records, last
 
 
 def register_ingest(
@@ -105,7 +92,7 @@ def register_ingest(
             messages: Sequence[Message] = item
             taken = time.monotonic()
             with metrics.batch_seconds.time():
-                records, offsets = _unpack(messages)
+                records, offsets = unpack(messages)
                 try:
                     outcomes = runtime.decide(records)
                 except Exception as exc:  # too many INTERNAL in a row

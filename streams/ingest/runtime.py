@@ -30,6 +30,7 @@ from streams.core.pools import Pool
 from streams.core.reasons import Reason
 from streams.ingest.decision import Ingestor, Outcome, OutcomeKind, SpecOf
 from streams.ingest.pool_state import STATE_HEADER, PoolState
+from streams.kafka.batch_reader import Offsets
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import StreamsConfig
 from streams.kafka.consent_store import ConsentBook
@@ -120,10 +121,6 @@ class TransactionFailed(RuntimeError):
 
 class InternalErrors(RuntimeError):
     """Too many records in a row failed on the platform's own error, not on their data."""
-
-
-#: the collect offsets a transaction covers: (topic, partition) -> next offset to read
-Offsets = dict[tuple[str, int], int]
 
 
 class Runtime:

@@ -20,22 +20,16 @@ import faust
 from confluent_kafka import Message
 
 from monitoring.metrics import VerificationMetrics
+from streams.kafka.batch_reader import Barrier, next_offsets
 from streams.kafka.config import StreamsConfig
 from streams.verification.conflicts import ConflictTracker
-from streams.verification.reader import Barrier, VerificationReader
-from streams.verification.runtime import Offsets, VerifyRuntime, die
+from streams.verification.reader import VerificationReader
+from streams.verification.runtime import VerifyRuntime, die
 from streams.wire.codec import SchemaRegistry
 
 __all__ = ["register_verifier"]
 
 log = logging.getLogger(__name__)
-
-
-def _offsets(messages: Sequence[Message]) -> Offsets:
-    last: Offsets = {}
-    for m in messages:
-        last[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
-    return last
 
 
 def register_verifier(
@@ -115,7 +109,7 @@ def register_verifier(
                     on_fatal(exc)
                     return
                 await finish()
-                runtime.produce(outputs, _offsets(messages))
+                runtime.produce(outputs, next_offsets(messages))
                 if runtime.commit_due(reader.idle()):
                     commit = start_commit()
             await finish()

@@ -44,6 +44,7 @@ from confluent_kafka import (
 )
 
 from monitoring.metrics import VerificationMetrics
+from streams.kafka.batch_reader import Offsets
 from streams.kafka.config import StreamsConfig
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_conflict_topics, ensure_topics
@@ -55,9 +56,6 @@ from streams.wire.codec import SchemaRegistry
 __all__ = ["Offsets", "TransactionFailed", "VerifyRuntime", "die"]
 
 log = logging.getLogger(__name__)
-
-#: the input offsets a transaction covers: (topic, partition) -> next offset to read
-Offsets = dict[tuple[str, int], int]
 
 
 class TransactionFailed(RuntimeError):

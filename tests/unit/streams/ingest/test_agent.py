@@ -19,7 +19,6 @@ from streams.catalog.model import Catalog
 from streams.core.reasons import Reason
 from streams.ingest.agent import register_ingest
 from streams.ingest.decision import OutcomeKind, file_spec_loader
-from streams.ingest.reader import Barrier
 from streams.ingest.runtime import (
     InternalErrors,
     Runtime,
@@ -27,6 +26,7 @@ from streams.ingest.runtime import (
     StaticUnits,
     TransactionFailed,
 )
+from streams.kafka.batch_reader import Barrier
 from streams.kafka.topics import Topics
 from streams.units.model import UnitRegister
 from streams.wire.codec import Schema, encode

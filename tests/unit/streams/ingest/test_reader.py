@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from streams.app import create_app
-from streams.ingest.agent import _unpack
-from streams.ingest.reader import Barrier, CollectReader, KeepingChannel
+from streams.ingest.reader import CollectReader
+from streams.kafka.batch_reader import Barrier, KeepingChannel, unpack
 from xiangyun.settings import Settings
 
 
@@ -48,6 +48,27 @@ def test_a_batch_waits_for_the_agent_instead_of_being_dropped(
     assert asyncio.run(run()) == ["batch"]
 
 
+def test_the_reader_is_idle_only_when_no_batch_waits_for_the_agent() -> None:
+    # Faust puts into the subscribers' queues: the channel's own queue is always empty, and
+    # an idle() that asked it said "idle" while batches waited (the ingest then committed
+    # after every batch instead of every commit interval).
+    settings = Settings.from_env({}, topic_prefix="unit", app_id="unit-collect")
+
+    async def run() -> list[bool]:
+        app = create_app(settings.streams)
+        app.flow_control.resume()
+        reader = CollectReader(app, settings.streams, "unit.collect")
+        subscriber = reader.channel.clone(is_iterator=True)
+        seen = [reader.idle()]
+        await reader._deliver(["batch"])  # type: ignore[list-item]
+        seen.append(reader.idle())
+        await asyncio.wait_for(subscriber.get(), 2)
+        seen.append(reader.idle())
+        return seen
+
+    assert asyncio.run(run()) == [True, False, True]
+
+
 def test_the_agent_commits_the_next_offset_of_each_partition() -> None:
     class Msg:
         def __init__(self, p: int, o: int) -> None:
@@ -68,7 +89,7 @@ def test_the_agent_commits_the_next_offset_of_each_partition() -> None:
         def value(self) -> bytes:
             return b"v%d" % self.o
 
-    records, got = _unpack([Msg(0, 5), Msg(1, 9), Msg(0, 6)])  # type: ignore[list-item]
+    records, got = unpack([Msg(0, 5), Msg(1, 9), Msg(0, 6)])  # type: ignore[list-item]
     assert got == {("unit.collect", 0): 7, ("unit.collect", 1): 10}
     assert records == [
         (b"k5", b"v5", "unit.collect", 0, 5),

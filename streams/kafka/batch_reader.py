@@ -1,0 +1,271 @@
+"""Batches from librdkafka to a Faust agent: the one read loop of the ingest, the verifier
+and the exchange.
+
+A librdkafka consumer reads whole batches on a thread of its own and hands each batch to
+an agent as one item of a Faust channel. Why not a Faust topic stream: Faust's conductor
+spends about 65 µs on every message (a task, a queue hop and an event per record), which
+caps one worker near 15,000 records/s before any work is done. A batch per channel item
+pays that cost once per batch.
+
+Offsets are never committed here: the agents commit them inside their transactions. The
+group's rebalances run on the reader's thread, inside ``consume``; each reader says what
+an assignment means for its state (``_on_assign``, ``_on_revoke``). A revocation puts a
+:class:`Barrier` through the channel behind every batch already handed over, so the agent
+commits what it holds before the partitions move; a lost assignment aborts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import faust
+import mode
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from streams.kafka.config import StreamsConfig
+from streams.kafka.consume import read_available
+
+__all__ = [
+    "BARRIER_TIMEOUT_S",
+    "Barrier",
+    "BatchReader",
+    "KeepingChannel",
+    "Offsets",
+    "Record",
+    "next_offsets",
+    "unpack",
+]
+
+log = logging.getLogger(__name__)
+
+#: how long a revocation may wait for the agent to commit what it holds
+BARRIER_TIMEOUT_S = 60.0
+
+#: the offsets a transaction covers: (topic, partition) -> the next offset to read
+Offsets = dict[tuple[str, int], int]
+
+#: a message as the decisions see it, free of Kafka: key, value, topic, partition, offset
+Record = tuple[bytes | None, bytes | None, str, int, int]
+
+
+def unpack(messages: Sequence[Message]) -> tuple[list[Record], Offsets]:
+    """Each message as a :data:`Record`, and the next offset to read per partition: one
+    pass, each accessor called once."""
+    records: list[Record] = []
+    add = records.append
+    last: Offsets = {}
+    for m in messages:
+        record = (m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0)
+        add(record)
+        last[(record[2], record[3])] = record[4] + 1
+    return records, last
+
+
+def next_offsets(messages: Sequence[Message]) -> Offsets:
+    """The next offset to read per partition, after ``messages``."""
+    last: Offsets = {}
+    for m in messages:
+        last[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
+    return last
+
+
+class KeepingChannel(faust.Channel):  # type: ignore[type-arg]
+    """A Faust channel whose queues are never cleared. Faust clears a channel's queues when
+    it resumes after a rebalance of its own group (``clear_on_resume``): a batch handed over
+    would vanish while the batches after it commit their offsets past it. Here a batch
+    handed over stays until the agent decides it; flow control only pauses the hand-over."""
+
+    @property
+    def queue(self) -> Any:
+        if self._queue is None:
+            maxsize = self.maxsize if self.maxsize is not None else 1
+            self._queue = self.app.FlowControlQueue(maxsize=maxsize, clear_on_resume=False)
+        return self._queue
+
+    def waiting(self) -> bool:
+        """Whether an item put is not taken yet. Faust puts into the subscribers' queues,
+        never into the channel's own, which is always empty: ask them."""
+        root = self._root if self._root is not None else self
+        return any(not s.queue.empty() for s in list(root._subscribers))
+
+
+class Barrier:
+    """Commit everything handed over before me, then let the rebalance go on."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.ok = False
+
+    def release(self, ok: bool) -> None:
+        self.ok = ok
+        self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout) and self.ok
+
+
+class BatchReader(mode.Service):
+    """A consumer on ``subscription`` (topic names, or ``^`` patterns) whose batches go to
+    the agent iterating :attr:`channel`.
+
+    Subclasses give the consumer's configuration and what an assignment means
+    (``_on_assign``, ``_on_revoke``); ``restore``, ``drop`` and ``on_lost`` are theirs to
+    call with partition numbers. ``on_lost`` must not return unless the worker stops."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        config: StreamsConfig,
+        subscription: list[str],
+        *,
+        role: str,
+        restore: Callable[[list[int]], object] = lambda _p: None,
+        drop: Callable[[list[int]], object] = lambda _p: None,
+        on_lost: Callable[[list[int]], object] = lambda _p: None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.subscription = subscription
+        self.role = role  # "collect", "verification", ...: in logs and the thread's name
+        # One batch waits at most while the agent decides another: what arrives meanwhile
+        # waits in the client's queue and comes as one batch, not as a queue of small
+        # batches each paying a commit (memory stays bounded, the broker keeps the rest).
+        self._keeping = KeepingChannel(app=app, maxsize=1)
+        self.channel: faust.ChannelT[Any] = self._keeping
+        self._restore, self._drop, self._lost = restore, drop, on_lost
+        self._consumer: Consumer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.assigned: set[int] = set()
+        self._metadata: object | None = None
+
+    def consumer_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def group_metadata(self) -> object:
+        """The group metadata to commit offsets with, as the reader thread last saw it: a
+        call into the consumer from another thread blocks while ``consume`` runs."""
+        assert self._metadata is not None, "no metadata before the first assignment"
+        return self._metadata
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def idle(self) -> bool:
+        """No batch is waiting in the channel."""
+        return not self._keeping.waiting()
+
+    async def on_start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._consumer = Consumer(self.consumer_config())
+        self._consumer.subscribe(
+            self.subscription,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self._thread = threading.Thread(target=self._run, name=f"{self.role}-reader", daemon=True)
+        self._thread.start()
+
+    # -- rebalance callbacks, on the reader thread inside consume() -----------------------
+    def _on_assign(self, c: Consumer, partitions: list[TopicPartition]) -> None:
+        raise NotImplementedError
+
+    def _on_revoke(self, c: Consumer, partitions: list[TopicPartition]) -> None:
+        raise NotImplementedError
+
+    def _on_lost(self, _c: Consumer, partitions: list[TopicPartition]) -> None:
+        self._lost(sorted({tp.partition for tp in partitions}))
+
+    def _committed_before_revoke(self, c: Consumer, parts: list[int]) -> bool:
+        """Put a barrier behind every batch handed over and wait until the agent has
+        committed them; False if it could not (it is gone, or stuck): nothing of ``parts``
+        may commit then."""
+        self._metadata = c.consumer_group_metadata()  # the generation that still owns them
+        barrier = Barrier()
+        loop = self._loop
+        assert loop is not None
+        if self._put(barrier, loop) and barrier.wait(BARRIER_TIMEOUT_S):
+            return True
+        log.warning("%s reader: revoke of %s: in-flight batches not committed", self.role, parts)
+        return False
+
+    # -- the read loop --------------------------------------------------------------------
+    def _run(self) -> None:
+        consumer, loop = self._consumer, self._loop
+        assert consumer is not None and loop is not None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    msgs = read_available(consumer, self.config.batch_size, 0.1)
+                except KafkaException as exc:  # broker away: librdkafka reconnects
+                    log.warning("%s reader: %s", self.role, exc)
+                    continue
+                if self.assigned:
+                    self._metadata = consumer.consumer_group_metadata()
+                batch = [m for m in msgs if not self._is_error(m)]
+                if batch and not self._put(batch, loop):
+                    # Never read past a batch the agent did not take: a later commit would
+                    # skip it. Stopping: nothing more is read. Otherwise: fatal.
+                    if self._stopping.is_set():
+                        break
+                    raise RuntimeError(f"the {self.role} agent did not take a batch")
+        except Exception as exc:  # our own failure (a restore that cannot finish, a bug)
+            log.critical("%s reader failed: %s", self.role, exc, exc_info=True)
+            self._lost(sorted(self.assigned))  # aborts, and ends the worker unless stopping
+        finally:
+            consumer.close()  # revokes: the barrier commits what the agent holds
+
+    def _is_error(self, m: Message) -> bool:
+        err = m.error()
+        if err is None:
+            return False
+        if err.code() != KafkaError._PARTITION_EOF:
+            log.warning("%s reader: %s", self.role, err)
+        return True
+
+    def _put(self, item: object, loop: asyncio.AbstractEventLoop) -> bool:
+        if loop.is_closed():
+            return False
+        fut = asyncio.run_coroutine_threadsafe(self._deliver(item), loop)
+        deadline = time.monotonic() + BARRIER_TIMEOUT_S
+        while True:  # the channel is full while the agent is busy: wait, but stay stoppable
+            try:
+                fut.result(0.5)
+                return True
+            except concurrent.futures.CancelledError:
+                # Cancelled before it was put (a stop, or the app's own flow control): hand
+                # it over again unless stopping; it was not taken, nothing read past it.
+                if self._stopping.is_set() or loop.is_closed():
+                    return False
+                fut = asyncio.run_coroutine_threadsafe(self._deliver(item), loop)
+                continue
+            except concurrent.futures.TimeoutError:
+                # A batch gives way to a stop; a barrier waits for the agent, boundedly.
+                if isinstance(item, Barrier):
+                    giving_up = time.monotonic() > deadline
+                else:
+                    giving_up = self._stopping.is_set()
+                if giving_up or loop.is_closed():
+                    fut.cancel()
+                    return False
+
+    async def _deliver(self, item: object) -> None:
+        # A channel drops what is put while nobody subscribes: wait for the agent.
+        while self.channel.subscriber_count == 0:
+            await asyncio.sleep(0.01)
+        await self.channel.put(item)  # type: ignore[arg-type]
+
+    async def on_stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 90)
