@@ -7,11 +7,14 @@ On its own topics (prefix ``<XIANGYUN_TOPIC_PREFIX>-xbench-<run>``, deleted at t
    consumes it: the same client settings as the exchange's (the department's client on
    this side; the exchange reader's consumer settings and an idempotent producer on the
    echo's side), without transactions, policy, Redis or access log;
-2. the exchange: a real worker (a separate process) answers requests written at ``rate``
+2. the same round trip with the echo's pongs and offsets committed in one transaction per
+   batch, one commit at a time, as the exchange commits: what Kafka transactions alone
+   cost, so that the exchange's own cost (policy, Redis, access log) can be told apart;
+3. the exchange: a real worker (a separate process) answers requests written at ``rate``
    per second for ``seconds`` by an :class:`~connectors.exchange_client.ExchangeClient`
    in this process (one subject per request, a record found in the view, every answer in
    one transaction with its access-log entry);
-3. the highest steady rate one exchange worker holds: doubling the rate from ``rate``
+4. the highest steady rate one exchange worker holds: doubling the rate from ``rate``
    for 10 s steps while at least 95 % of the requests of a step are answered (10 s of
    drain allowed) and p99 stays under one second (or three times the bare p99, whichever
    is more: on a loaded machine the bare round trip itself is slow).
@@ -38,6 +41,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from streams.kafka.batch_reader import next_offsets
 from streams.kafka.consume import read_available
 from xiangyun.settings import Settings
 
@@ -68,20 +72,23 @@ class Phase:
 @dataclass
 class ExchangeBench:
     bare: Phase
+    bare_txn: Phase
     exchange: Phase
     steps: list[Phase]
     max_rate: float
 
     def render(self) -> str:
-        lines = [self.bare.line(), self.exchange.line(), "steps to the highest steady rate:"]
+        lines = [self.bare.line(), self.bare_txn.line(), self.exchange.line()]
+        lines.append("steps to the highest steady rate:")
         lines += ["  " + s.line() for s in self.steps]
         lines.append(f"highest steady rate one exchange worker held: {self.max_rate:.0f}/s")
-        if self.bare.latencies_ms and self.exchange.latencies_ms:
-            lines.append(
-                "exchange / bare Kafka round trip: "
-                f"p50 x{self.exchange.pct(0.5) / self.bare.pct(0.5):.1f}, "
-                f"p99 x{self.exchange.pct(0.99) / self.bare.pct(0.99):.1f}"
-            )
+        for base in (self.bare, self.bare_txn):
+            if base.latencies_ms and self.exchange.latencies_ms:
+                lines.append(
+                    f"exchange / {base.name}: "
+                    f"p50 x{self.exchange.pct(0.5) / base.pct(0.5):.1f}, "
+                    f"p99 x{self.exchange.pct(0.99) / base.pct(0.99):.1f}"
+                )
         return "\n".join(lines)
 
 
@@ -109,8 +116,10 @@ def _free_port() -> int:
 # -- the bare round trip ---------------------------------------------------------------------
 
 
-def _echo(settings: Settings, ping: str, pong: str) -> None:
-    """Consume ``ping`` and produce each record to ``pong`` until killed (the echo process)."""
+def _echo(settings: Settings, ping: str, pong: str, transactional: bool = False) -> None:
+    """Consume ``ping`` and produce each record to ``pong`` until killed (the echo process).
+    ``transactional``: each batch's pongs and its offsets commit in one transaction, one
+    commit at a time, as the exchange commits its answers and their log entries."""
     kafka = settings.kafka
     consumer = Consumer(
         kafka.consumer(
@@ -123,13 +132,26 @@ def _echo(settings: Settings, ping: str, pong: str) -> None:
             },
         )
     )
-    producer = Producer(kafka.producer())
     consumer.subscribe([ping])
+    if not transactional:
+        producer = Producer(kafka.producer())
+        while True:
+            for m in read_available(consumer, 1000, 0.1):
+                if m.error() is None:
+                    producer.produce(pong, m.value(), m.key())
+            producer.poll(0)
+    producer = Producer(kafka.transactional_producer(f"{settings.app_id}.echo.{uuid.uuid4().hex}"))
+    producer.init_transactions(30)
     while True:
-        for m in read_available(consumer, 1000, 0.1):
-            if m.error() is None:
-                producer.produce(pong, m.value(), m.key())
-        producer.poll(0)
+        batch = [m for m in read_available(consumer, 1000, 0.1) if m.error() is None]
+        if not batch:
+            continue
+        producer.begin_transaction()
+        for m in batch:
+            producer.produce(pong, m.value(), m.key())
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets(batch).items()]
+        producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+        producer.commit_transaction(30)
 
 
 def _end(consumer: Consumer, tp: TopicPartition) -> int:
@@ -144,9 +166,12 @@ def _end(consumer: Consumer, tp: TopicPartition) -> int:
             time.sleep(0.2)
 
 
-def _bare(settings: Settings, rate: float, seconds: float, payload: bytes) -> Phase:
+def _bare(
+    settings: Settings, rate: float, seconds: float, payload: bytes, transactional: bool = False
+) -> Phase:
     prefix = settings.topic_prefix
-    ping, pong = f"{prefix}.bench.ping", f"{prefix}.bench.pong"
+    kind = "txn" if transactional else "plain"
+    ping, pong = f"{prefix}.bench.{kind}.ping", f"{prefix}.bench.{kind}.pong"
     admin = AdminClient(settings.kafka.admin())
     futs = admin.create_topics(
         [
@@ -159,11 +184,18 @@ def _bare(settings: Settings, rate: float, seconds: float, payload: bytes) -> Ph
     env = {k: v for k, v in os.environ.items() if not k.startswith("XIANGYUN_")}
     env.update(settings.describe(reveal=True))
     echo = subprocess.Popen(
-        [sys.executable, "-m", "xiangyun.exchange_bench", "--echo", ping, pong],
+        [
+            sys.executable,
+            "-m",
+            "xiangyun.exchange_bench",
+            "--echo-transactional" if transactional else "--echo",
+            ping,
+            pong,
+        ],
         env=env,
         stdin=subprocess.DEVNULL,
     )
-    phase = Phase("bare Kafka round trip", rate)
+    phase = Phase("bare round trip, in txns" if transactional else "bare Kafka round trip", rate)
     sent_at: dict[bytes, float] = {}
     lock = threading.Lock()
     producer = Producer(settings.kafka.producer(**{"linger.ms": 0}))
@@ -322,6 +354,7 @@ def run_exchange_bench(
         client.ask(ask(), timeout=60)  # the exchange holds its lease and its partitions
         payload = client.codec.encode_request(ask())
         bare = _bare(s, rate, seconds, payload)
+        bare_txn = _bare(s, rate, seconds, payload, transactional=True)
         exchange = _exchange_phase(client, "exchange round trip", rate, seconds, ask)
         steps: list[Phase] = []
         max_rate = 0.0
@@ -336,7 +369,7 @@ def run_exchange_bench(
                 break
             max_rate = step_rate
             step_rate *= 2
-        return ExchangeBench(bare, exchange, steps, max_rate)
+        return ExchangeBench(bare, bare_txn, exchange, steps, max_rate)
     finally:
         client.close()
         worker.stop()
@@ -358,10 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60, help="seconds per phase (default 60)")
     p.add_argument("--steps", type=int, default=5, help="rate doublings at most (default 5)")
     p.add_argument("--echo", nargs=2, metavar=("PING", "PONG"), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--echo-transactional", nargs=2, metavar=("PING", "PONG"), help=argparse.SUPPRESS
+    )
     args = p.parse_args(argv)
     settings = Settings.from_env()
-    if args.echo:
-        _echo(settings, *args.echo)
+    if args.echo or args.echo_transactional:
+        ping, pong = args.echo or args.echo_transactional
+        _echo(settings, ping, pong, transactional=args.echo is None)
         return 0
     result = run_exchange_bench(settings, args.rate, args.seconds, max_steps=args.steps)
     print(result.render())
