@@ -23,6 +23,7 @@ from typing import Any
 
 from streams.catalog.review import DATA_BUREAU
 from streams.core.regions import PROVINCE
+from streams.core.review import record_json
 from streams.policy.approvals import Approval
 from streams.policy.legal import PolicyError
 from streams.policy.model import EffectiveLists, ListKind, PolicyList, check_city, derive, list_key
@@ -47,10 +48,6 @@ class PolicyAction(StrEnum):
     GRANTED = "granted"
     REVOKED = "revoked"
     USED = "used"
-
-
-def _dumps(mapping: Mapping[str, Any]) -> bytes:
-    return json.dumps(mapping, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _loads(data: bytes | str, what: str) -> Mapping[str, Any]:
@@ -98,7 +95,7 @@ class PolicyEvent:
         }
 
     def to_json(self) -> bytes:
-        return _dumps(self.to_mapping())
+        return record_json(self.to_mapping())
 
     @classmethod
     def from_json(cls, data: bytes | str) -> PolicyEvent:
@@ -166,7 +163,7 @@ class StateRecord:
         return self.state.key.encode()
 
     def to_json(self) -> bytes:
-        return _dumps(
+        return record_json(
             {
                 "format": FORMAT,
                 "state": self.state.to_mapping(),
