@@ -24,7 +24,9 @@ from streams.kafka.catalog_store import CatalogStore, CatalogUnavailable
 from xiangyun.register_cli import (
     Verb,
     add_review_verb,
+    add_show_verb,
     change_line,
+    decide,
     load_file,
     print_table,
     report_change,
@@ -111,14 +113,15 @@ def add_catalog_parser(subparsers: Any) -> None:
     )
     ls.add_argument("--all", action="store_true", help="include retired and rejected resources")
 
-    sh = verbs.add_parser(
-        "show",
-        help="show an entry with its full history",
+    add_show_verb(
+        verbs,
+        what="an entry",
+        key="resource_id",
+        metavar="ID",
+        key_help="resource id",
         description="The entry (version in force, else latest), every version, and every "
         "change: who, when, what (field by field), read from the catalog's change log.",
     )
-    sh.add_argument("resource_id", metavar="ID", help="resource id")
-    sh.add_argument("--json", action="store_true", help="print every version and change as JSON")
 
     e = verbs.add_parser(
         "export-dcat",
@@ -178,10 +181,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
 
 def _review(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings) as store:
-        if args.decision == "approve":
-            ev = store.approve(args.resource_id, args.reason, actor=args.actor)
-        else:
-            ev = store.reject(args.resource_id, args.reason, actor=args.actor)
+        ev = decide(store, args.resource_id, args)
     ch = ev.change
     report_change(ev.resource_id, ch)
     if ch.to_status is Status.APPROVED:

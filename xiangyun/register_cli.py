@@ -8,7 +8,7 @@ import datetime as dt
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from streams.core.review import Change
 from streams.units.review import DATA_BUREAU
@@ -17,7 +17,9 @@ from xiangyun.settings import Settings
 __all__ = [
     "Verb",
     "add_review_verb",
+    "add_show_verb",
     "change_line",
+    "decide",
     "load_file",
     "print_table",
     "report_change",
@@ -28,6 +30,15 @@ __all__ = [
 #: one verb of a register's command: exits with what it returns
 Verb = Callable[[argparse.Namespace, Settings], int]
 T = TypeVar("T")
+EventT = TypeVar("EventT", covariant=True)
+
+
+class Reviewing(Protocol[EventT]):
+    """A register store's review commands."""
+
+    def approve(self, key: str, reason: str = "", /, *, actor: str = ...) -> EventT: ...
+
+    def reject(self, key: str, reason: str, /, *, actor: str = ...) -> EventT: ...
 
 
 def add_review_verb(
@@ -54,6 +65,24 @@ def add_review_verb(
         default=DATA_BUREAU,
         help=f"the reviewer (default: the data bureau, {DATA_BUREAU})",
     )
+
+
+def decide(store: Reviewing[T], key: str, args: argparse.Namespace) -> T:
+    """Approve or reject the version of ``key`` awaiting review, as ``review`` was told."""
+    if args.decision == "approve":
+        return store.approve(key, args.reason, actor=args.actor)
+    return store.reject(key, args.reason, actor=args.actor)
+
+
+def add_show_verb(
+    verbs: Any, *, what: str, key: str, metavar: str, key_help: str, description: str
+) -> None:
+    """Add ``show KEY [--json]`` to ``verbs``."""
+    sh = verbs.add_parser(
+        "show", help=f"show {what} with its full history", description=description
+    )
+    sh.add_argument(key, metavar=metavar, help=key_help)
+    sh.add_argument("--json", action="store_true", help="print every version and change as JSON")
 
 
 def run_verb(

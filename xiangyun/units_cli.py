@@ -20,7 +20,9 @@ from streams.units.review import DATA_BUREAU, UnitHistory
 from xiangyun.register_cli import (
     Verb,
     add_review_verb,
+    add_show_verb,
     change_line,
+    decide,
     load_file,
     print_table,
     report_change,
@@ -57,14 +59,15 @@ def add_units_parser(subparsers: Any) -> None:
     ls.add_argument("--kind", metavar="KIND", help="only units of this kind, e.g. city")
     ls.add_argument("--region", metavar="CODE", help="only units of this region, e.g. 220100")
 
-    sh = verbs.add_parser(
-        "show",
-        help="show a unit with its full history",
+    add_show_verb(
+        verbs,
+        what="a unit",
+        key="code",
+        metavar="CODE",
+        key_help="unit code, e.g. 220000-GA",
         description="The unit (version in force, else latest), its children and every "
         "change: who, when, what, read from the register's change log.",
     )
-    sh.add_argument("code", metavar="CODE", help="unit code, e.g. 220000-GA")
-    sh.add_argument("--json", action="store_true", help="print every version and change as JSON")
 
     s = verbs.add_parser(
         "submit",
@@ -173,10 +176,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
 
 def _review(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings) as store:
-        if args.decision == "approve":
-            ev = store.approve(args.code, args.reason, actor=args.actor)
-        else:
-            ev = store.reject(args.code, args.reason, actor=args.actor)
+        ev = decide(store, args.code, args)
     ch = ev.change
     report_change(ev.code, ch)
     if ch.superseded_version is not None:
