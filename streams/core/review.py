@@ -18,13 +18,17 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 __all__ = [
+    "Change",
+    "Event",
     "ReviewBook",
+    "State",
     "Versions",
     "Workflow",
     "change_fields",
     "change_mapping",
     "parse_record",
     "record_json",
+    "replay",
 ]
 
 VersionT = TypeVar("VersionT")
