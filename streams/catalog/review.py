@@ -177,6 +177,9 @@ _WORKFLOW: Workflow[EntryVersion, Status] = Workflow(
     approved=Status.APPROVED,
     superseded=Status.SUPERSEDED,
     pending=frozenset(_PENDING),
+    event_key=lambda ev: ev.resource_id,
+    state_key=lambda st: st.id,
+    new_version=lambda ev: ev.entry,  # drafted, submitted: the version, spec and all
 )
 
 
@@ -237,9 +240,7 @@ class ResourceHistory(_Versions):
     def replay(cls, resource_id: str, events: Iterable[CatalogEvent]) -> ResourceHistory | None:
         """The history of ``resource_id`` from its events in log order (events of other
         resources, duplicates and older events are skipped); None if it has none."""
-        replayed = replay(
-            _WORKFLOW, resource_id, events, lambda ev: ev.resource_id, lambda ev: ev.entry
-        )
+        replayed = replay(_WORKFLOW, resource_id, events)
         return cls(resource_id, *replayed) if replayed is not None else None
 
     def to_mapping(self) -> dict[str, Any]:
@@ -418,18 +419,6 @@ class CatalogBook(ReviewBook[EntryVersion, ResourceState, CatalogEvent]):
         self.units = units
 
     # -- what the register says ----------------------------------------------------------
-    @staticmethod
-    def _key_of(event: CatalogEvent) -> str:
-        return event.resource_id
-
-    @staticmethod
-    def _state_key(state: ResourceState) -> str:
-        return state.id
-
-    @staticmethod
-    def _new_version(event: CatalogEvent) -> EntryVersion | None:
-        return event.entry  # drafted, submitted: the version itself, spec and all
-
     @staticmethod
     def _new_state(key: str, seq: int, versions: tuple[EntryVersion, ...]) -> ResourceState:
         return ResourceState(key, seq, versions)

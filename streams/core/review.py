@@ -6,7 +6,9 @@ The catalog (:mod:`streams.catalog.review`) and the unit register
 unit), name their keys differently (resource id, unit code) and raise their own errors, but
 they advance, bound and replay their states the same way: :class:`Workflow` says how one
 register's versions read and change, :class:`ReviewBook` holds the states and applies the
-events, :class:`Versions` reads a set of versions. Pure: no I/O.
+events, :class:`Versions` reads a set of versions. :class:`StateBook`, the states per key
+restored from snapshots, serves the policy's book (:mod:`streams.policy.review`) as well.
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ __all__ = [
     "Change",
     "Event",
     "ReviewBook",
+    "Sequenced",
     "State",
+    "StateBook",
     "Versions",
     "Workflow",
     "change_fields",
@@ -135,6 +139,11 @@ class Workflow(Generic[VersionT, StatusT]):
     superseded: StatusT
     #: not yet decided (at most one version at a time)
     pending: frozenset[StatusT]
+    #: the key an event or a state is about (resource id, unit code)
+    event_key: Callable[[Any], str]
+    state_key: Callable[[Any], str]
+    #: the version an event creates or overwrites, if it does
+    new_version: Callable[[Any], VersionT | None]
 
     def in_force(self, versions: Iterable[VersionT]) -> VersionT | None:
         return next((v for v in versions if self.status(v) is self.approved), None)
@@ -233,19 +242,63 @@ StateT = TypeVar("StateT", bound=State[Any])
 EventT = TypeVar("EventT", bound=Event)
 
 
-class ReviewBook(Generic[VersionT, StateT, EventT]):
-    """The current state of every key of one register; applies its events and restores its
-    snapshots. Subclasses add the register's commands; ``reviewers`` approve and reject."""
+class Sequenced(Protocol):
+    """A key's state: ``seq`` is the number of the last change it includes."""
+
+    @property
+    def seq(self) -> int: ...
+
+
+SequencedT = TypeVar("SequencedT", bound=Sequenced)
+
+
+class StateBook(Generic[SequencedT]):
+    """The bounded current state of every key of one register, as its snapshot topic holds
+    them; ``reviewers`` decide on its changes. Subclasses add the register's commands."""
+
+    def __init__(self, reviewers: Iterable[str]) -> None:
+        self.reviewers = frozenset(reviewers)
+        self._states: dict[str, SequencedT] = {}
+
+    def _state_key(self, state: SequencedT) -> str:
+        raise NotImplementedError
+
+    def _blank(self) -> Self:
+        """An empty book like this one (same reviewers and settings)."""
+        raise NotImplementedError
+
+    def state(self, key: str) -> SequencedT | None:
+        return self._states.get(key)
+
+    def states(self) -> list[SequencedT]:
+        return [self._states[k] for k in sorted(self._states)]
+
+    def copy(self) -> Self:
+        other = self._blank()
+        other._states = dict(self._states)
+        return other
+
+    def restore(self, state: SequencedT) -> bool:
+        """Take ``state`` (a snapshot) unless the book holds that change or a later one;
+        True if the state changed."""
+        key = self._state_key(state)
+        current = self._states.get(key)
+        if current is not None and current.seq >= state.seq:
+            return False
+        self._states[key] = state
+        return True
+
+
+class ReviewBook(StateBook[StateT], Generic[VersionT, StateT, EventT]):
+    """The current state of every key of a register whose versions are reviewed
+    (:class:`Workflow`); applies its events. Subclasses add the register's commands;
+    ``reviewers`` approve and reject."""
 
     workflow: ClassVar[Workflow[Any, Any]]
     #: the register's change record, built from the fields of :func:`change_mapping`
     change_type: ClassVar[type[Any]]
     #: the register in a refusal: "only the data bureau (...) reviews <reviewed>"
     reviewed: ClassVar[str]
-
-    def __init__(self, reviewers: Iterable[str]) -> None:
-        self.reviewers = frozenset(reviewers)
-        self._states: dict[str, StateT] = {}
 
     # -- what each register says ---------------------------------------------------------
     @staticmethod
@@ -254,62 +307,27 @@ class ReviewBook(Generic[VersionT, StateT, EventT]):
         raise NotImplementedError
 
     @staticmethod
-    def _key_of(event: EventT) -> str:
-        raise NotImplementedError
-
-    @staticmethod
-    def _state_key(state: StateT) -> str:
-        raise NotImplementedError
-
-    @staticmethod
-    def _new_version(event: EventT) -> VersionT | None:
-        """The version ``event`` creates or overwrites, if it does."""
-        raise NotImplementedError
-
-    @staticmethod
     def _new_state(key: str, seq: int, versions: tuple[VersionT, ...]) -> StateT:
         raise NotImplementedError
 
-    def _blank(self) -> Self:
-        """An empty book like this one (same reviewers and settings)."""
-        raise NotImplementedError
-
-    # -- reading -------------------------------------------------------------------------
-    def state(self, key: str) -> StateT | None:
-        return self._states.get(key)
-
-    def states(self) -> list[StateT]:
-        return [self._states[k] for k in sorted(self._states)]
-
-    def copy(self) -> Self:
-        other = self._blank()
-        other._states = dict(self._states)
-        return other
+    def _state_key(self, state: StateT) -> str:
+        return self.workflow.state_key(state)
 
     # -- replay --------------------------------------------------------------------------
     def apply(self, event: EventT) -> bool:
         """Advance the key's state by ``event``; False (and nothing changes) if the book
         already holds that change or a later one. Raises the register's error if changes
         are missing before it or it does not fit the state."""
-        key = self._key_of(event)
+        key = self.workflow.event_key(event)
         current = self._states.get(key)
         seq = current.seq if current is not None else 0
         if event.seq <= seq:
             return False
+        new = self.workflow.new_version(event)
         versions = self.workflow.advance(
-            key, seq, current.versions if current else (), event.change, self._new_version(event)
+            key, seq, current.versions if current else (), event.change, new
         )
         self._states[key] = self._new_state(key, event.seq, self.workflow.bounded(versions))
-        return True
-
-    def restore(self, state: StateT) -> bool:
-        """Take ``state`` (a snapshot) unless the book holds that change or a later one;
-        True if the state changed."""
-        key = self._state_key(state)
-        current = self._states.get(key)
-        if current is not None and current.seq >= state.seq:
-            return False
-        self._states[key] = state
         return True
 
     # -- helpers -------------------------------------------------------------------------
@@ -357,11 +375,7 @@ class ReviewBook(Generic[VersionT, StateT, EventT]):
 
 
 def replay(
-    workflow: Workflow[VersionT, Any],
-    key: str,
-    events: Iterable[EventT],
-    key_of: Callable[[EventT], str],
-    new_version: Callable[[EventT], VersionT | None],
+    workflow: Workflow[VersionT, Any], key: str, events: Iterable[EventT]
 ) -> tuple[tuple[VersionT, ...], tuple[Any, ...]] | None:
     """Every version of ``key`` and its changes, oldest first, from its events in log order
     (events of other keys, duplicates and older events are skipped); None if it has none."""
@@ -369,9 +383,9 @@ def replay(
     changes: tuple[Any, ...] = ()
     seq = 0
     for ev in events:
-        if key_of(ev) != key or ev.seq <= seq:
+        if workflow.event_key(ev) != key or ev.seq <= seq:
             continue
-        versions = workflow.advance(key, seq, versions, ev.change, new_version(ev))
+        versions = workflow.advance(key, seq, versions, ev.change, workflow.new_version(ev))
         changes = (*changes, ev.change)
         seq = ev.seq
     return (versions, changes) if changes else None

@@ -154,6 +154,9 @@ class CatalogStore(RegisterStore[CatalogBook, ResourceState, CatalogEvent]):
                 reviewers=reviewers,
                 units=self.unit_register,
             ),
+            state_key=lambda st: st.id,
+            event_key=lambda ev: ev.resource_id,
+            snapshot_json=lambda st, offset: CatalogSnapshot(st, offset).to_json(),
             timeout=timeout,
             clock=clock,
         )
@@ -167,18 +170,6 @@ class CatalogStore(RegisterStore[CatalogBook, ResourceState, CatalogEvent]):
 
     def _publish(self, state: ResourceState) -> None:
         self._catalog = self._catalog.with_entry((state.in_force or state.latest).resource)
-
-    @staticmethod
-    def _state_key(state: ResourceState) -> str:
-        return state.id
-
-    @staticmethod
-    def _event_key(event: CatalogEvent) -> str:
-        return event.resource_id
-
-    @staticmethod
-    def _snapshot_json(state: ResourceState, change_offset: int) -> bytes:
-        return CatalogSnapshot(state, change_offset).to_json()
 
     @staticmethod
     def _same(stored: ResourceState, mine: ResourceState) -> bool:

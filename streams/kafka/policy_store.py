@@ -110,6 +110,9 @@ class PolicyStore(RegisterStore[PolicyBook, PolicyState, PolicyEvent]):
             topic=self.topics.policy,
             changes_topic=self.topics.policy_changes,
             book=PolicyBook(reviewers),
+            state_key=lambda st: st.key,
+            event_key=lambda ev: ev.key,
+            snapshot_json=lambda st, offset: StateRecord(st, offset).to_json(),
             timeout=timeout,
             clock=clock,
         )
@@ -122,18 +125,6 @@ class PolicyStore(RegisterStore[PolicyBook, PolicyState, PolicyEvent]):
 
     def _publish(self, state: PolicyState) -> None:
         self._policy = self._book.policy()
-
-    @staticmethod
-    def _state_key(state: PolicyState) -> str:
-        return state.key
-
-    @staticmethod
-    def _event_key(event: PolicyEvent) -> str:
-        return event.key
-
-    @staticmethod
-    def _snapshot_json(state: PolicyState, change_offset: int) -> bytes:
-        return StateRecord(state, change_offset).to_json()
 
     def now_ms(self) -> int:
         """The store's clock (ms): what its commands stamp changes with."""

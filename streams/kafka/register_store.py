@@ -163,10 +163,18 @@ class RegisterStore(FollowedTopic, Generic[BookT, StateT, EventT]):
         topic: str,
         changes_topic: str,
         book: BookT,
+        state_key: Callable[[StateT], str],
+        event_key: Callable[[EventT], str],
+        snapshot_json: Callable[[StateT, int], bytes],
         timeout: float,
         clock: Callable[[], int],
     ) -> None:
+        """``state_key`` and ``event_key`` give the key a state or an event is about,
+        ``snapshot_json`` the snapshot record of a state at a change-log offset."""
         super().__init__(config, topic, timeout)
+        self._state_key = state_key
+        self._event_key = event_key
+        self._snapshot_json = snapshot_json
         self.changes_topic = changes_topic
         self._clock = clock
         self._book = book
@@ -194,18 +202,6 @@ class RegisterStore(FollowedTopic, Generic[BookT, StateT, EventT]):
 
     def _publish(self, state: StateT) -> None:
         """Publish the register's new view after ``state`` was restored (under the lock)."""
-        raise NotImplementedError
-
-    @staticmethod
-    def _state_key(state: StateT) -> str:
-        raise NotImplementedError
-
-    @staticmethod
-    def _event_key(event: EventT) -> str:
-        raise NotImplementedError
-
-    @staticmethod
-    def _snapshot_json(state: StateT, change_offset: int) -> bytes:
         raise NotImplementedError
 
     @staticmethod

@@ -81,6 +81,9 @@ class UnitsStore(RegisterStore[UnitBook, UnitState, UnitEvent]):
             topic=self.topics.units,
             changes_topic=self.topics.units_changes,
             book=UnitBook(reviewers=reviewers),
+            state_key=lambda st: st.code,
+            event_key=lambda ev: ev.code,
+            snapshot_json=lambda st, offset: UnitSnapshot(st, offset).to_json(),
             timeout=timeout,
             clock=clock,
         )
@@ -93,18 +96,6 @@ class UnitsStore(RegisterStore[UnitBook, UnitState, UnitEvent]):
 
     def _publish(self, state: UnitState) -> None:
         self._register = self._register.with_unit(state.in_force or state.latest)
-
-    @staticmethod
-    def _state_key(state: UnitState) -> str:
-        return state.code
-
-    @staticmethod
-    def _event_key(event: UnitEvent) -> str:
-        return event.code
-
-    @staticmethod
-    def _snapshot_json(state: UnitState, change_offset: int) -> bytes:
-        return UnitSnapshot(state, change_offset).to_json()
 
     def current(self) -> UnitRegister:
         """The register as last read (per code its version in force, else its latest);

@@ -100,6 +100,9 @@ _WORKFLOW: Workflow[Unit, UnitStatus] = Workflow(
     approved=UnitStatus.APPROVED,
     superseded=UnitStatus.SUPERSEDED,
     pending=frozenset({UnitStatus.SUBMITTED}),
+    event_key=lambda ev: ev.code,
+    state_key=lambda st: st.code,
+    new_version=lambda ev: ev.unit,
 )
 
 
@@ -236,7 +239,7 @@ class UnitHistory(Versions[Unit]):
 
     @classmethod
     def replay(cls, code: str, events: Iterable[UnitEvent]) -> UnitHistory | None:
-        replayed = replay(_WORKFLOW, code, events, lambda ev: ev.code, lambda ev: ev.unit)
+        replayed = replay(_WORKFLOW, code, events)
         return cls(code, *replayed) if replayed is not None else None
 
     def to_mapping(self) -> dict[str, Any]:
@@ -273,18 +276,6 @@ class UnitBook(ReviewBook[Unit, UnitState, UnitEvent]):
         super().__init__(reviewers)
 
     # -- what the register says ----------------------------------------------------------
-    @staticmethod
-    def _key_of(event: UnitEvent) -> str:
-        return event.code
-
-    @staticmethod
-    def _state_key(state: UnitState) -> str:
-        return state.code
-
-    @staticmethod
-    def _new_version(event: UnitEvent) -> Unit | None:
-        return event.unit
-
     @staticmethod
     def _new_state(key: str, seq: int, versions: tuple[Unit, ...]) -> UnitState:
         return UnitState(key, seq, versions)
