@@ -23,6 +23,7 @@ from streams.catalog.review import DATA_BUREAU, Change, ResourceHistory
 from streams.kafka.catalog_store import CatalogStore, CatalogUnavailable
 from xiangyun.register_cli import (
     Verb,
+    add_reason_and_actor,
     add_review_verb,
     add_show_verb,
     change_line,
@@ -95,13 +96,9 @@ def add_catalog_parser(subparsers: Any) -> None:
         "a draft or submitted version is closed too. Its history is kept.",
     )
     t.add_argument("resource_id", metavar="ID", help="resource id")
-    t.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the history)")
-    t.add_argument(
-        "--as",
-        dest="actor",
-        metavar="ACTOR",
-        default=DATA_BUREAU,
-        help=f"who retires (default: the data bureau, {DATA_BUREAU}); a department may "
+    add_reason_and_actor(
+        t,
+        f"who retires (default: the data bureau, {DATA_BUREAU}); a department may "
         "withdraw its own entry that was never approved",
     )
 

@@ -16,6 +16,7 @@ from xiangyun.settings import Settings
 
 __all__ = [
     "Verb",
+    "add_reason_and_actor",
     "add_review_verb",
     "add_show_verb",
     "change_line",
@@ -57,14 +58,14 @@ def add_review_verb(
     decision.add_argument(
         "--reject", dest="decision", action="store_const", const="reject", help="reject"
     )
-    r.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the history)")
-    r.add_argument(
-        "--as",
-        dest="actor",
-        metavar="ACTOR",
-        default=DATA_BUREAU,
-        help=f"the reviewer (default: the data bureau, {DATA_BUREAU})",
-    )
+    add_reason_and_actor(r, f"the reviewer (default: the data bureau, {DATA_BUREAU})")
+
+
+def add_reason_and_actor(verb: Any, actor_help: str) -> None:
+    """``--reason TEXT`` (required, kept in the history) and ``--as ACTOR`` (default: the data
+    bureau) of a verb that decides on a register entry."""
+    verb.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the history)")
+    verb.add_argument("--as", dest="actor", metavar="ACTOR", default=DATA_BUREAU, help=actor_help)
 
 
 def decide(store: Reviewing[T], key: str, args: argparse.Namespace) -> T:

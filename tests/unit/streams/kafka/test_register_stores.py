@@ -47,20 +47,14 @@ def config_at(port: int) -> StreamsConfig:
 
 @pytest.fixture
 def units() -> Iterator[UnitsStore]:
-    s = UnitsStore(config_at(closed_port()), timeout=0.5)
-    try:
-        yield s
-    finally:
-        s.close()
+    with UnitsStore(config_at(closed_port()), timeout=0.5) as store:
+        yield store
 
 
 @pytest.fixture
 def policy() -> Iterator[PolicyStore]:
-    s = PolicyStore(config_at(closed_port()), timeout=0.5)
-    try:
-        yield s
-    finally:
-        s.close()
+    with PolicyStore(config_at(closed_port()), timeout=0.5) as store:
+        yield store
 
 
 def starter_units() -> UnitBook:
