@@ -10,7 +10,6 @@ within seconds.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -22,6 +21,18 @@ from streams.catalog.dcat import DEFAULT_BASE_URI, to_dcat_ap
 from streams.catalog.model import CatalogError, Resource, Status, load_entries, schema_file_loader
 from streams.catalog.review import DATA_BUREAU, Change, ResourceHistory
 from streams.kafka.catalog_store import CatalogStore, CatalogUnavailable
+from xiangyun.register_cli import (
+    Verb,
+    add_reason_and_actor,
+    add_review_verb,
+    add_show_verb,
+    change_line,
+    decide,
+    load_file,
+    print_table,
+    report_change,
+    run_verb,
+)
 from xiangyun.settings import Settings
 
 __all__ = ["add_catalog_parser", "run_catalog"]
@@ -69,26 +80,13 @@ def add_catalog_parser(subparsers: Any) -> None:
         "the spec is stored with the version, so the file is not needed afterwards",
     )
 
-    r = verbs.add_parser(
-        "review",
-        help="approve or reject a submitted entry",
+    add_review_verb(
+        verbs,
+        what="entry",
+        key="resource_id",
+        metavar="ID",
+        key_help="resource id, e.g. population.resident",
         description="Approve (put in force) or reject the version of ID awaiting review.",
-    )
-    r.add_argument("resource_id", metavar="ID", help="resource id, e.g. population.resident")
-    decision = r.add_mutually_exclusive_group(required=True)
-    decision.add_argument(
-        "--approve", dest="decision", action="store_const", const="approve", help="approve"
-    )
-    decision.add_argument(
-        "--reject", dest="decision", action="store_const", const="reject", help="reject"
-    )
-    r.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the history)")
-    r.add_argument(
-        "--as",
-        dest="actor",
-        metavar="ACTOR",
-        default=DATA_BUREAU,
-        help=f"the reviewer (default: the data bureau, {DATA_BUREAU})",
     )
 
     t = verbs.add_parser(
@@ -98,13 +96,9 @@ def add_catalog_parser(subparsers: Any) -> None:
         "a draft or submitted version is closed too. Its history is kept.",
     )
     t.add_argument("resource_id", metavar="ID", help="resource id")
-    t.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the history)")
-    t.add_argument(
-        "--as",
-        dest="actor",
-        metavar="ACTOR",
-        default=DATA_BUREAU,
-        help=f"who retires (default: the data bureau, {DATA_BUREAU}); a department may "
+    add_reason_and_actor(
+        t,
+        f"who retires (default: the data bureau, {DATA_BUREAU}); a department may "
         "withdraw its own entry that was never approved",
     )
 
@@ -116,14 +110,15 @@ def add_catalog_parser(subparsers: Any) -> None:
     )
     ls.add_argument("--all", action="store_true", help="include retired and rejected resources")
 
-    sh = verbs.add_parser(
-        "show",
-        help="show an entry with its full history",
+    add_show_verb(
+        verbs,
+        what="an entry",
+        key="resource_id",
+        metavar="ID",
+        key_help="resource id",
         description="The entry (version in force, else latest), every version, and every "
         "change: who, when, what (field by field), read from the catalog's change log.",
     )
-    sh.add_argument("resource_id", metavar="ID", help="resource id")
-    sh.add_argument("--json", action="store_true", help="print every version and change as JSON")
 
     e = verbs.add_parser(
         "export-dcat",
@@ -153,11 +148,7 @@ def add_catalog_parser(subparsers: Any) -> None:
 
 def run_catalog(args: argparse.Namespace, settings: Settings) -> int:
     """Run one ``catalog`` verb; a refusal or an unreachable Kafka exits 2 with the reason."""
-    try:
-        return _VERBS[args.verb](args, settings)
-    except (CatalogError, CatalogUnavailable) as exc:
-        print(f"xiangyun catalog {args.verb}: {exc}", file=sys.stderr)
-        return 2
+    return run_verb("catalog", _VERBS, (CatalogError, CatalogUnavailable), args, settings)
 
 
 def _store(settings: Settings, schema_dir: Path | None = None) -> CatalogStore:
@@ -170,17 +161,13 @@ def _store(settings: Settings, schema_dir: Path | None = None) -> CatalogStore:
 
 def _submit(args: argparse.Namespace, settings: Settings) -> int:
     path: Path = args.file
-    try:
-        entries = load_entries(path)
-    except OSError as exc:
-        raise CatalogError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    entries = load_file(load_entries, path, CatalogError)
     if args.schema_dir is not None and not args.schema_dir.is_dir():
         raise CatalogError(f"--schema-dir {args.schema_dir}: not a directory")
     with _store(settings, args.schema_dir) as store:
         events = store.submit(entries, args.actor, draft=args.draft)
     for ev in events:
-        ch = ev.change
-        print(f"{ev.resource_id}: version {ch.version} {ch.to_status.value} by {ch.actor}")
+        report_change(ev.resource_id, ev.change)
     if not args.draft:
         print(
             "awaiting review by the data bureau: "
@@ -191,12 +178,9 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
 
 def _review(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings) as store:
-        if args.decision == "approve":
-            ev = store.approve(args.resource_id, args.reason, actor=args.actor)
-        else:
-            ev = store.reject(args.resource_id, args.reason, actor=args.actor)
+        ev = decide(store, args.resource_id, args)
     ch = ev.change
-    print(f"{ev.resource_id}: version {ch.version} {ch.to_status.value} by {ch.actor}")
+    report_change(ev.resource_id, ch)
     if ch.to_status is Status.APPROVED:
         if ch.superseded_version is not None:
             print(f"version {ch.superseded_version} is superseded")
@@ -230,10 +214,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         rows.append(
             (r.id, r.status.value, str(r.version), r.pool.value, r.provider, r.region, extra)
         )
-    header = ("id", "status", "version", "pool", "provider", "region", "pending")
-    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=False)]
-    for row in (header, *rows):
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    print_table(("id", "status", "version", "pool", "provider", "region", "pending"), rows)
     if not states:
         print("(the catalog is empty: `xiangyun catalog bootstrap` loads the starter catalog)")
     hidden = len(states) - len(rows)
@@ -301,7 +282,7 @@ def bootstrap_catalog(settings: Settings, directory: Path | None = None) -> str:
     )
 
 
-_VERBS = {
+_VERBS: dict[str, Verb] = {
     "submit": _submit,
     "review": _review,
     "retire": _retire,
@@ -315,21 +296,13 @@ _VERBS = {
 # -- rendering -----------------------------------------------------------------------------
 
 
-def _when(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 def _value(v: Any, limit: int = 90) -> str:
     text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _change_lines(c: Change) -> list[str]:
-    moved = f"{c.from_status.value} → {c.to_status.value}" if c.from_status else c.to_status.value
-    line = (
-        f"  #{c.seq:<3} {_when(c.at_ms)}  {c.actor:<12} {c.action.value:<9} v{c.version}  {moved}"
-    )
-    out = [line]
+    out = [change_line(c)]
     if c.reason:
         out.append(f"        reason: {c.reason}")
     if c.superseded_version is not None:

@@ -9,9 +9,7 @@ The catalog refuses entries whose department or provider is not a registered uni
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,17 @@ from streams.kafka.topics import ensure_topics
 from streams.kafka.units_store import UnitsStore, UnitsUnavailable
 from streams.units.model import UnitError, UnitStatus, load_units
 from streams.units.review import DATA_BUREAU, UnitHistory
+from xiangyun.register_cli import (
+    Verb,
+    add_review_verb,
+    add_show_verb,
+    change_line,
+    decide,
+    load_file,
+    print_table,
+    report_change,
+    run_verb,
+)
 from xiangyun.settings import Settings
 
 __all__ = ["add_units_parser", "bootstrap_units", "run_units"]
@@ -50,14 +59,15 @@ def add_units_parser(subparsers: Any) -> None:
     ls.add_argument("--kind", metavar="KIND", help="only units of this kind, e.g. city")
     ls.add_argument("--region", metavar="CODE", help="only units of this region, e.g. 220100")
 
-    sh = verbs.add_parser(
-        "show",
-        help="show a unit with its full history",
+    add_show_verb(
+        verbs,
+        what="a unit",
+        key="code",
+        metavar="CODE",
+        key_help="unit code, e.g. 220000-GA",
         description="The unit (version in force, else latest), its children and every "
         "change: who, when, what, read from the register's change log.",
     )
-    sh.add_argument("code", metavar="CODE", help="unit code, e.g. 220000-GA")
-    sh.add_argument("--json", action="store_true", help="print every version and change as JSON")
 
     s = verbs.add_parser(
         "submit",
@@ -75,26 +85,13 @@ def add_units_parser(subparsers: Any) -> None:
         "for a unit without one)",
     )
 
-    r = verbs.add_parser(
-        "review",
-        help="approve or reject a submitted unit",
+    add_review_verb(
+        verbs,
+        what="unit",
+        key="code",
+        metavar="CODE",
+        key_help="unit code, e.g. 220100-MZ",
         description="Approve (register) or reject the version of CODE awaiting review.",
-    )
-    r.add_argument("code", metavar="CODE", help="unit code, e.g. 220100-MZ")
-    decision = r.add_mutually_exclusive_group(required=True)
-    decision.add_argument(
-        "--approve", dest="decision", action="store_const", const="approve", help="approve"
-    )
-    decision.add_argument(
-        "--reject", dest="decision", action="store_const", const="reject", help="reject"
-    )
-    r.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the history)")
-    r.add_argument(
-        "--as",
-        dest="actor",
-        metavar="ACTOR",
-        default=DATA_BUREAU,
-        help=f"the reviewer (default: the data bureau, {DATA_BUREAU})",
     )
 
     b = verbs.add_parser(
@@ -113,11 +110,7 @@ def add_units_parser(subparsers: Any) -> None:
 
 def run_units(args: argparse.Namespace, settings: Settings) -> int:
     """Run one ``units`` verb; a refusal or an unreachable Kafka exits 2 with the reason."""
-    try:
-        return _VERBS[args.verb](args, settings)
-    except (UnitError, UnitsUnavailable) as exc:
-        print(f"xiangyun units {args.verb}: {exc}", file=sys.stderr)
-        return 2
+    return run_verb("units", _VERBS, (UnitError, UnitsUnavailable), args, settings)
 
 
 def _store(settings: Settings) -> UnitsStore:
@@ -142,10 +135,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
             f" (v{pending.version} submitted)" if pending is not None and pending is not u else ""
         )
         rows.append((u.code, u.kind.value, status, u.region, u.parent or "-", u.name))
-    header = ("code", "kind", "status", "region", "parent", "name")
-    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=False)]
-    for row in (header, *rows):
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    print_table(("code", "kind", "status", "region", "parent", "name"), rows)
     if not states:
         print("(the register is empty: `xiangyun units bootstrap` loads the starter register)")
     return 0
@@ -172,15 +162,11 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 
 def _submit(args: argparse.Namespace, settings: Settings) -> int:
     path: Path = args.file
-    try:
-        units = load_units(path)
-    except OSError as exc:
-        raise UnitError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    units = load_file(load_units, path, UnitError)
     with _store(settings) as store:
         events = store.submit(units, args.actor)
     for ev in events:
-        ch = ev.change
-        print(f"{ev.code}: version {ch.version} {ch.to_status.value} by {ch.actor}")
+        report_change(ev.code, ev.change)
     print(
         "awaiting review by the data bureau: "
         "`xiangyun units review CODE --approve|--reject --reason TEXT`"
@@ -190,12 +176,9 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
 
 def _review(args: argparse.Namespace, settings: Settings) -> int:
     with _store(settings) as store:
-        if args.decision == "approve":
-            ev = store.approve(args.code, args.reason, actor=args.actor)
-        else:
-            ev = store.reject(args.code, args.reason, actor=args.actor)
+        ev = decide(store, args.code, args)
     ch = ev.change
-    print(f"{ev.code}: version {ch.version} {ch.to_status.value} by {ch.actor}")
+    report_change(ev.code, ch)
     if ch.superseded_version is not None:
         print(f"version {ch.superseded_version} is superseded")
     return 0
@@ -231,17 +214,13 @@ def bootstrap_units(settings: Settings, directory: Path | None = None) -> str:
     )
 
 
-_VERBS = {
+_VERBS: dict[str, Verb] = {
     "list": _list,
     "show": _show,
     "submit": _submit,
     "review": _review,
     "bootstrap": _bootstrap,
 }
-
-
-def _when(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def render_history(h: UnitHistory, children: list[str] | None = None) -> str:
@@ -264,13 +243,7 @@ def render_history(h: UnitHistory, children: list[str] | None = None) -> str:
     lines.append("")
     lines.append("history:")
     for c in h.history:
-        moved = (
-            f"{c.from_status.value} → {c.to_status.value}" if c.from_status else c.to_status.value
-        )
-        lines.append(
-            f"  #{c.seq:<3} {_when(c.at_ms)}  {c.actor:<12} {c.action.value:<9} v{c.version}  "
-            f"{moved}"
-        )
+        lines.append(change_line(c))
         if c.reason:
             lines.append(f"        reason: {c.reason}")
         for field, (old, new) in c.diff.items():

@@ -40,6 +40,16 @@ from fastavro.schema import to_parsing_canonical_form
 from streams.catalog.model import Catalog, CatalogError, Resource, SchemaLoader, Status, load_spec
 from streams.catalog.validation import validate_entry
 from streams.core.regions import PROVINCE
+from streams.core.review import (
+    ReviewBook,
+    Versions,
+    Workflow,
+    change_fields,
+    change_mapping,
+    parse_record,
+    record_json,
+    replay,
+)
 from streams.units.model import UnitRegister
 from streams.units.review import DATA_BUREAU
 from streams.wire.codec import fingerprint64
@@ -125,33 +135,13 @@ class Change:
     superseded_version: int | None = None  # the version an approval took out of force
 
     def to_mapping(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "action": self.action.value,
-            "actor": self.actor,
-            "at_ms": self.at_ms,
-            "version": self.version,
-            "from_status": self.from_status.value if self.from_status else None,
-            "to_status": self.to_status.value,
-            "reason": self.reason,
-            "diff": [d.to_mapping() for d in self.diff],
-            "superseded_version": self.superseded_version,
-        }
+        return change_mapping(self, [d.to_mapping() for d in self.diff])
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> Change:
-        sup = raw.get("superseded_version")
         return cls(
-            seq=int(raw["seq"]),
-            action=Action(raw["action"]),
-            actor=str(raw["actor"]),
-            at_ms=int(raw["at_ms"]),
-            version=int(raw["version"]),
-            from_status=Status(raw["from_status"]) if raw.get("from_status") else None,
-            to_status=Status(raw["to_status"]),
-            reason=str(raw.get("reason", "")),
+            **change_fields(raw, Action, Status),
             diff=tuple(FieldChange.from_mapping(d) for d in raw.get("diff", [])),
-            superseded_version=int(sup) if sup is not None else None,
         )
 
 
@@ -178,25 +168,27 @@ class EntryVersion:
         )
 
 
-class _Versions:
-    """What a set of versions says: the one in force, the pending one, the latest."""
+#: how an entry's versions read and change under review
+_WORKFLOW: Workflow[EntryVersion, Status] = Workflow(
+    error=CatalogError,
+    number=lambda v: v.resource.version,
+    status=lambda v: v.resource.status,
+    with_status=lambda v, status: replace(v, resource=replace(v.resource, status=Status(status))),
+    approved=Status.APPROVED,
+    superseded=Status.SUPERSEDED,
+    pending=frozenset(_PENDING),
+    event_key=lambda ev: ev.resource_id,
+    state_key=lambda st: st.id,
+    new_version=lambda ev: ev.entry,  # drafted, submitted: the version, spec and all
+)
+
+
+class _Versions(Versions[EntryVersion]):
+    """What a set of versions says; the pending one is the draft or submitted one."""
 
     __slots__ = ()
+    workflow = _WORKFLOW
     id: str
-    versions: tuple[EntryVersion, ...]
-
-    @property
-    def in_force(self) -> EntryVersion | None:
-        return next((v for v in self.versions if v.resource.status is Status.APPROVED), None)
-
-    @property
-    def pending(self) -> EntryVersion | None:
-        """The draft or submitted version, if any (at most one at a time)."""
-        return next((v for v in self.versions if v.resource.status in _PENDING), None)
-
-    @property
-    def latest(self) -> EntryVersion:
-        return self.versions[-1]
 
     def version(self, number: int) -> EntryVersion:
         for v in self.versions:
@@ -248,14 +240,8 @@ class ResourceHistory(_Versions):
     def replay(cls, resource_id: str, events: Iterable[CatalogEvent]) -> ResourceHistory | None:
         """The history of ``resource_id`` from its events in log order (events of other
         resources, duplicates and older events are skipped); None if it has none."""
-        out: ResourceHistory | None = None
-        for ev in events:
-            if ev.resource_id != resource_id or ev.seq <= (out.seq if out else 0):
-                continue
-            _check_follows(resource_id, out.seq if out else 0, ev)
-            versions = _advance(resource_id, out.versions if out else (), ev)
-            out = cls(resource_id, versions, (*(out.history if out else ()), ev.change))
-        return out
+        replayed = replay(_WORKFLOW, resource_id, events)
+        return cls(resource_id, *replayed) if replayed is not None else None
 
     def to_mapping(self) -> dict[str, Any]:
         return {
@@ -263,20 +249,6 @@ class ResourceHistory(_Versions):
             "versions": [v.to_mapping() for v in self.versions],
             "history": [c.to_mapping() for c in self.history],
         }
-
-
-def _parse(data: bytes | str, what: str) -> Mapping[str, Any]:
-    try:
-        raw = json.loads(data)
-    except ValueError as exc:
-        raise CatalogError(f"{what} is not JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise CatalogError(f"{what} is not a JSON object")
-    return raw
-
-
-def _dumps(mapping: Mapping[str, Any]) -> bytes:
-    return json.dumps(mapping, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +278,7 @@ class CatalogEvent:
         }
 
     def to_json(self) -> bytes:
-        return _dumps(self.to_mapping())
+        return record_json(self.to_mapping())
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> CatalogEvent:
@@ -332,7 +304,7 @@ class CatalogEvent:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> CatalogEvent:
-        return cls.from_mapping(_parse(data, "catalog event"))
+        return cls.from_mapping(parse_record(data, "catalog event", CatalogError))
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +333,7 @@ class CatalogSnapshot:
         }
 
     def to_json(self) -> bytes:
-        return _dumps(self.to_mapping())
+        return record_json(self.to_mapping())
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> CatalogSnapshot:
@@ -377,47 +349,7 @@ class CatalogSnapshot:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> CatalogSnapshot:
-        return cls.from_mapping(_parse(data, "catalog snapshot"))
-
-
-def _check_follows(resource_id: str, seq: int, event: CatalogEvent) -> None:
-    if event.seq != seq + 1:
-        raise CatalogError(
-            f"{resource_id}: change #{event.seq} does not follow #{seq}: "
-            f"changes #{seq + 1} to #{event.seq - 1} are missing"
-        )
-
-
-def _advance(
-    resource_id: str, versions: tuple[EntryVersion, ...], event: CatalogEvent
-) -> tuple[EntryVersion, ...]:
-    """The versions after ``event`` (every version kept: callers bound them)."""
-    ch = event.change
-    current = next((v for v in versions if v.resource.version == ch.version), None)
-    found = current.resource.status if current is not None else None
-    if found is not ch.from_status:
-        raise CatalogError(
-            f"{resource_id} change #{ch.seq} moves version {ch.version} from "
-            f"{ch.from_status or 'nothing'}, but it is {found or 'not there'}"
-        )
-    if event.entry is not None:  # drafted, submitted: the version itself, spec and all
-        return (*(v for v in versions if v is not current), event.entry)
-    out = []
-    for v in versions:
-        if v is current:
-            v = replace(v, resource=replace(v.resource, status=ch.to_status))
-        elif ch.superseded_version is not None and v.resource.version == ch.superseded_version:
-            v = replace(v, resource=replace(v.resource, status=Status.SUPERSEDED))
-        out.append(v)
-    return tuple(out)
-
-
-def _bounded(versions: tuple[EntryVersion, ...]) -> tuple[EntryVersion, ...]:
-    """The versions a current state keeps: the one in force and the latest."""
-    last = len(versions) - 1
-    return tuple(
-        v for i, v in enumerate(versions) if i == last or v.resource.status is Status.APPROVED
-    )
+        return cls.from_mapping(parse_record(data, "catalog snapshot", CatalogError))
 
 
 def _no_loader(path: str) -> Mapping[str, Any]:
@@ -457,7 +389,7 @@ def _diff(old: EntryVersion | None, new: EntryVersion) -> tuple[FieldChange, ...
     )
 
 
-class CatalogBook:
+class CatalogBook(ReviewBook[EntryVersion, ResourceState, CatalogEvent]):
     """The current state of every catalog entry; applies the review commands.
 
     ``schema_loader`` reads collection specs for submissions (a book that only replays
@@ -471,6 +403,10 @@ class CatalogBook:
     without it does not check units (a pure book in tests; the Kafka store always has one).
     """
 
+    workflow = _WORKFLOW
+    change_type = Change
+    reviewed = "the catalog"
+
     def __init__(
         self,
         schema_loader: SchemaLoader | None = None,
@@ -478,18 +414,23 @@ class CatalogBook:
         reviewers: Iterable[str] = (DATA_BUREAU,),
         units: Callable[[], UnitRegister] | None = None,
     ) -> None:
+        super().__init__(reviewers)
         self.schema_loader = schema_loader
-        self.reviewers = frozenset(reviewers)
         self.units = units
-        self._states: dict[str, ResourceState] = {}
+
+    # -- what the register says ----------------------------------------------------------
+    @staticmethod
+    def _new_state(key: str, seq: int, versions: tuple[EntryVersion, ...]) -> ResourceState:
+        return ResourceState(key, seq, versions)
+
+    @staticmethod
+    def _status_diff(was: StrEnum, to: StrEnum) -> tuple[FieldChange, ...]:
+        return (FieldChange("status", was.value, to.value),)
+
+    def _blank(self) -> CatalogBook:
+        return CatalogBook(self.schema_loader, reviewers=self.reviewers, units=self.units)
 
     # -- reading -------------------------------------------------------------------------
-    def state(self, resource_id: str) -> ResourceState | None:
-        return self._states.get(resource_id)
-
-    def states(self) -> list[ResourceState]:
-        return [self._states[k] for k in sorted(self._states)]
-
     def catalog(self) -> Catalog:
         """Per resource its version in force, else its latest version (so the ingest can
         tell 'not in force' from 'unknown'); :meth:`Catalog.in_force` is the in-force view."""
@@ -498,36 +439,6 @@ class CatalogBook:
     def specs(self) -> dict[str, Mapping[str, Any]]:
         """The collection spec of every resource in force, as approved."""
         return {s.id: v.spec for s in self._states.values() if (v := s.in_force) is not None}
-
-    def copy(self) -> CatalogBook:
-        other = CatalogBook(self.schema_loader, reviewers=self.reviewers, units=self.units)
-        other._states = dict(self._states)
-        return other
-
-    # -- replay --------------------------------------------------------------------------
-    def apply(self, event: CatalogEvent) -> bool:
-        """Advance the resource's state by ``event``; False (and nothing changes) if the
-        book already holds that change or a later one. Raises :class:`CatalogError` if
-        changes are missing before it or it does not fit the state."""
-        current = self._states.get(event.resource_id)
-        seq = current.seq if current is not None else 0
-        if event.seq <= seq:
-            return False
-        _check_follows(event.resource_id, seq, event)
-        versions = _advance(event.resource_id, current.versions if current else (), event)
-        self._states[event.resource_id] = ResourceState(
-            event.resource_id, event.seq, _bounded(versions)
-        )
-        return True
-
-    def restore(self, state: ResourceState) -> bool:
-        """Take ``state`` (a snapshot) unless the book holds that change or a later one;
-        True if the state changed."""
-        current = self._states.get(state.id)
-        if current is not None and current.seq >= state.seq:
-            return False
-        self._states[state.id] = state
-        return True
 
     # -- commands ------------------------------------------------------------------------
     def save_draft(self, entry: Resource, actor: str, at_ms: int) -> CatalogEvent:
@@ -652,13 +563,6 @@ class CatalogBook:
             )
         return state, pending
 
-    def _check_reviewer(self, actor: str, verb: str) -> None:
-        if actor not in self.reviewers:
-            raise CatalogError(
-                f"{actor or '(no actor)'} may not {verb}: only the data bureau "
-                f"({', '.join(sorted(self.reviewers))}) reviews the catalog"
-            )
-
     @staticmethod
     def _check_department(entry: Resource, actor: str, verb: str) -> None:
         if actor != entry.department:
@@ -666,11 +570,6 @@ class CatalogBook:
                 f"{actor or '(no actor)'} may not {verb} {entry.id}: it is the "
                 f"responsibility of department {entry.department}"
             )
-
-    @staticmethod
-    def _require_reason(reason: str, verb: str, resource_id: str) -> None:
-        if not reason.strip():
-            raise CatalogError(f"give a reason to {verb} {resource_id}")
 
     @staticmethod
     def _check_spec_size(resource: Resource, spec: Mapping[str, Any]) -> None:
@@ -736,31 +635,3 @@ class CatalogBook:
             diff=_diff(base, new),
         )
         return self._emit(CatalogEvent(entry.id, change, new))
-
-    @staticmethod
-    def _change(
-        state: ResourceState,
-        action: Action,
-        actor: str,
-        at_ms: int,
-        v: EntryVersion,
-        to: Status,
-        reason: str,
-        superseded: int | None = None,
-    ) -> Change:
-        return Change(
-            seq=state.seq + 1,
-            action=action,
-            actor=actor,
-            at_ms=at_ms,
-            version=v.resource.version,
-            from_status=v.resource.status,
-            to_status=to,
-            reason=reason,
-            diff=(FieldChange("status", v.resource.status.value, to.value),),
-            superseded_version=superseded,
-        )
-
-    def _emit(self, event: CatalogEvent) -> CatalogEvent:
-        self.apply(event)
-        return event

@@ -1,5 +1,6 @@
 """Pure domain of the exchange, no I/O: region codes (GB/T 2260), identifiers
-(GB 11643, GB 32100), reason codes, resource pools and collection channels.
+(GB 11643, GB 32100), reason codes, resource pools and collection channels, and the review
+workflow the registers share (:mod:`streams.core.review`).
 """
 
 from __future__ import annotations

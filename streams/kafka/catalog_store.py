@@ -44,14 +44,11 @@ writes) is counted in :attr:`CatalogStore.errors` and logged; following goes on.
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import TracebackType
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 
 from streams.catalog.model import (
     Catalog,
@@ -70,9 +67,9 @@ from streams.catalog.review import (
     ResourceHistory,
     ResourceState,
 )
-from streams.kafka.changelog import ChangeLogWriter, close_writer, read_log
+from streams.kafka.changelog import close_writer
 from streams.kafka.config import StreamsConfig
-from streams.kafka.follower import CompactedView, ViewError
+from streams.kafka.register_store import RegisterStore
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import CATALOG_MAX_MESSAGE_BYTES, Topics, ensure_topics
 from streams.kafka.units_store import UnitsStore, UnitsUnavailable
@@ -80,8 +77,6 @@ from streams.units.model import UnitError, UnitRegister
 from streams.wire.codec import Schema, SchemaRegistry
 
 __all__ = ["MAX_EVENT_BYTES", "CatalogStore", "CatalogUnavailable"]
-
-log = logging.getLogger(__name__)
 
 #: the largest catalog record (a change or a snapshot) the store writes (headroom for the
 #: record batch overhead)
@@ -105,7 +100,7 @@ def _now_ms() -> int:
 _close = close_writer
 
 
-class CatalogStore:
+class CatalogStore(RegisterStore[CatalogBook, ResourceState, CatalogEvent]):
     """The Kafka-backed catalog: a :class:`~streams.ingest.runtime.CatalogSource` and its writer.
 
     Nothing touches Kafka until :meth:`start` (commands start the store themselves).
@@ -118,6 +113,23 @@ class CatalogStore:
     the spec stored with the version. ``timeout`` bounds every wait on Kafka, in seconds.
     """
 
+    _topic_noun = "catalog"
+    _hint = (
+        "is Kafka up (`xiangyun stack status`) and the catalog bootstrapped "
+        "(`xiangyun catalog bootstrap`)?"
+    )
+    _sync_hint = "; is Kafka up?"
+    _unavailable = CatalogUnavailable
+    _conflict = CatalogError
+    _writer_name = "catalog"
+    _record_noun = "catalog"
+    _tombstone = "tombstone: catalog entries are retired, never deleted"
+    _key_name = "the snapshot's resource id"
+    _change_noun = "catalog change"
+    _check_command = "`xiangyun catalog show`"
+    _holder = "catalog"
+    _show_command = "xiangyun catalog show"
+
     def __init__(
         self,
         config: StreamsConfig,
@@ -128,79 +140,40 @@ class CatalogStore:
         clock: Callable[[], int] = _now_ms,
         units: UnitsStore | UnitRegister | None = None,
     ) -> None:
-        self.config = config
         self.topics = Topics.of(config)
-        self.topic = self.topics.catalog  # the snapshots
-        self.changes_topic = self.topics.catalog_changes  # the history
-        self.timeout = timeout
-        self._clock = clock
         self._owns_units = units is None
         self.units: UnitsStore | UnitRegister = (
             UnitsStore(config, timeout=timeout) if units is None else units
         )
-        self._book = CatalogBook(
-            schema_loader or schema_file_loader(config.schema_dir),
-            reviewers=reviewers,
-            units=self.unit_register,
-        )
-        self._writer = ChangeLogWriter(
-            config.kafka,
-            # One id for every writer of this catalog: a new writer fences the others.
-            transactional_id=f"xiangyun-catalog-writer.{self.topic}",
-            changes_topic=self.changes_topic,
-            snapshot_topic=self.topic,
-            noun="catalog",
-            conflict=CatalogError,
-            unavailable=CatalogUnavailable,
+        super().__init__(
+            config,
+            topic=self.topics.catalog,  # the snapshots
+            changes_topic=self.topics.catalog_changes,  # the history
+            book=CatalogBook(
+                schema_loader or schema_file_loader(config.schema_dir),
+                reviewers=reviewers,
+                units=self.unit_register,
+            ),
+            state_key=lambda st: st.id,
+            event_key=lambda ev: ev.resource_id,
+            snapshot_json=lambda st, offset: CatalogSnapshot(st, offset).to_json(),
             timeout=timeout,
+            clock=clock,
         )
         self._catalog = Catalog()
-        self._offsets: dict[str, int] = {}  # per resource: the last change its snapshot covers
         self._specs: dict[tuple[str, int], Schema] = {}
-        self._lock = threading.Lock()  # the book and the snapshot reference
-        self._write_lock = threading.Lock()  # one command at a time in this process
-        self._start_lock = threading.Lock()
-        self._view: CompactedView | None = None
-        self.errors = 0  # records of the snapshot topic that could not be applied
-        self.applied = 0  # snapshots that changed the book
 
     # -- following -----------------------------------------------------------------------
-    def start(self, timeout: float | None = None) -> CatalogStore:
-        """Read the snapshot topic to its end and keep following it (idempotent)."""
-        with self._start_lock:
-            if self._view is not None:
-                return self
-            view = CompactedView(self.config.kafka, self.topic, self._apply)
-            try:
-                view.start(self.timeout if timeout is None else timeout)
-            except (ViewError, KafkaException) as exc:
-                view.stop()
-                raise CatalogUnavailable(
-                    f"cannot read the catalog topic {self.topic}: {exc}; is Kafka up "
-                    f"(`xiangyun stack status`) and the catalog bootstrapped "
-                    f"(`xiangyun catalog bootstrap`)?"
-                ) from exc
-            self._view = view
-        return self
+    def _read_snapshot(self, value: bytes) -> tuple[bytes, ResourceState, int]:
+        snapshot = CatalogSnapshot.from_json(value)
+        return snapshot.key, snapshot.state, snapshot.change_offset
 
-    def _apply(self, key: bytes, value: bytes | None) -> None:
-        """Called on the view's thread for each record of the snapshot topic, in order."""
-        try:
-            if value is None:
-                raise CatalogError("tombstone: catalog entries are retired, never deleted")
-            snapshot = CatalogSnapshot.from_json(value)
-            if snapshot.key != key:
-                raise CatalogError(f"key {key!r:.80} is not the snapshot's resource id")
-            with self._lock:
-                if self._book.restore(snapshot.state):
-                    state = snapshot.state
-                    self._offsets[state.id] = snapshot.change_offset
-                    view = (state.in_force or state.latest).resource
-                    self._catalog = self._catalog.with_entry(view)
-                    self.applied += 1
-        except Exception as exc:  # a bad record must not stop the catalog
-            self.errors += 1
-            log.error("catalog topic %s: record with key %r ignored: %s", self.topic, key, exc)
+    def _publish(self, state: ResourceState) -> None:
+        self._catalog = self._catalog.with_entry((state.in_force or state.latest).resource)
+
+    @staticmethod
+    def _same(stored: ResourceState, mine: ResourceState) -> bool:
+        return stored.to_mapping() == mine.to_mapping()
 
     def unit_register(self) -> UnitRegister:
         """The unit register as it stands now (read when a command validates an entry)."""
@@ -220,49 +193,10 @@ class CatalogStore:
         Never mutated once returned; empty before :meth:`start`."""
         return self._catalog
 
-    def sync(self, timeout: float | None = None) -> None:
-        """Wait until every change committed before this call is in :meth:`current`."""
-        view = self.start()._view
-        assert view is not None
-        if not view.sync(self.timeout if timeout is None else timeout):
-            raise CatalogUnavailable(
-                f"could not read the catalog topic {self.topic} to its end; is Kafka up?"
-            )
-
-    def state(self, resource_id: str) -> ResourceState | None:
-        """The current state of one resource: its version in force and its latest version."""
-        with self._lock:
-            return self._book.state(resource_id)
-
-    def states(self) -> list[ResourceState]:
-        with self._lock:
-            return self._book.states()
-
     def history(self, resource_id: str, timeout: float | None = None) -> ResourceHistory | None:
         """Every version and the whole history of one resource, replayed from its events in
         the change log (read from the start to its current end); None if it has none."""
-        try:
-            events, bad = read_log(
-                self.config.kafka,
-                self.changes_topic,
-                resource_id,
-                CatalogEvent.from_json,
-                self.timeout if timeout is None else timeout,
-            )
-        except (ViewError, KafkaException) as exc:
-            raise CatalogUnavailable(
-                f"cannot read the catalog change log {self.changes_topic}: {exc}; is Kafka up "
-                f"(`xiangyun stack status`) and the catalog bootstrapped "
-                f"(`xiangyun catalog bootstrap`)?"
-            ) from exc
-        if bad:
-            log.error(
-                "change log %s: %d records of %s ignored: %s",
-                self.changes_topic,
-                len(bad),
-                resource_id,
-                bad[:3],
-            )
+        events = self._read_history(resource_id, CatalogEvent.from_json, timeout)
         return ResourceHistory.replay(resource_id, events)
 
     def spec(self, resource: Resource) -> Schema:
@@ -284,20 +218,9 @@ class CatalogStore:
         return schema
 
     def close(self) -> None:
-        with self._start_lock:
-            if self._view is not None:
-                self._view.stop()
-                self._view = None
+        super().close()
         if self._owns_units and isinstance(self.units, UnitsStore):
             self.units.close()
-
-    def __enter__(self) -> CatalogStore:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- commands ------------------------------------------------------------------------
     def submit(
@@ -317,27 +240,28 @@ class CatalogStore:
             command = book.save_draft if draft else book.submit
             return [command(e, actor or e.department, at) for e in items]
 
-        return self._command(run, publish_specs=True)
+        return self._command(run, self._checked_and_published)
 
     def approve(
         self, resource_id: str, reason: str = "", *, actor: str = DATA_BUREAU
     ) -> CatalogEvent:
         """Put the submitted version of ``resource_id`` in force."""
         return self._command(
-            lambda book, at: [book.approve(resource_id, actor, reason, at)], publish_specs=True
+            lambda book, at: [book.approve(resource_id, actor, reason, at)],
+            self._checked_and_published,
         )[0]
 
     def reject(self, resource_id: str, reason: str, *, actor: str = DATA_BUREAU) -> CatalogEvent:
         """Refuse the submitted version of ``resource_id``; ``reason`` tells the department why."""
         return self._command(
-            lambda book, at: [book.reject(resource_id, actor, reason, at)], publish_specs=False
+            lambda book, at: [book.reject(resource_id, actor, reason, at)], self._checked
         )[0]
 
     def retire(self, resource_id: str, reason: str, *, actor: str = DATA_BUREAU) -> CatalogEvent:
         """Take ``resource_id`` out of force (records for it are then refused); a pending
         version is closed too. The event of the last version closed."""
         return self._command(
-            lambda book, at: book.retire(resource_id, actor, reason, at), publish_specs=False
+            lambda book, at: book.retire(resource_id, actor, reason, at), self._checked
         )[-1]
 
     def bootstrap(self, directory: Path | None = None) -> list[CatalogEvent]:
@@ -361,47 +285,22 @@ class CatalogStore:
         entries = list(Catalog.from_dir(directory or self.config.catalog_dir))
         reviewer = DATA_BUREAU if DATA_BUREAU in self._book.reviewers else min(self._book.reviewers)
         return self._command(
-            lambda book, at: book.bootstrap(entries, reviewer, at), publish_specs=True
+            lambda book, at: book.bootstrap(entries, reviewer, at), self._checked_and_published
         )
 
-    # -- the single writer ---------------------------------------------------------------
-    def _command(self, run: Command, *, publish_specs: bool) -> list[CatalogEvent]:
-        self.start()
-        with self._write_lock:
-            producer = self._become_writer()
-            try:
-                self.sync()
-                with self._lock:
-                    book = self._book.copy()
-                events = run(book, self._clock())
-                if not events:
-                    return []
-                states = self._changed_states(book, events)
-                self._check_sizes(events, states)
-                if publish_specs:
-                    self._publish_specs(events, book)
-                offsets, last = self._write(producer, events, states)
-            finally:
-                close_writer(producer)
-            view = self._view
-            assert view is not None
-            if not view.wait_for(last[0], last[1], self.timeout):
-                raise CatalogUnavailable(
-                    f"the catalog change was committed to {self.topic} but not read back "
-                    f"within {self.timeout:.0f}s; check with `xiangyun catalog show`"
-                )
-            self._verify(states, offsets)
-        return events
+    # -- what the single writer checks before writing ------------------------------------
+    def _checked(
+        self, book: CatalogBook, events: list[CatalogEvent], states: list[ResourceState]
+    ) -> None:
+        self._check_sizes(events, states)
 
-    @staticmethod
-    def _changed_states(book: CatalogBook, events: list[CatalogEvent]) -> list[ResourceState]:
-        """The state after ``events`` of each resource they change, in order of first change."""
-        states = []
-        for rid in dict.fromkeys(ev.resource_id for ev in events):
-            state = book.state(rid)
-            assert state is not None
-            states.append(state)
-        return states
+    def _checked_and_published(
+        self, book: CatalogBook, events: list[CatalogEvent], states: list[ResourceState]
+    ) -> None:
+        """Checked, then the specs the events carry published to the schema topic (so
+        every consumer can decode payloads written with them)."""
+        self._check_sizes(events, states)
+        self._publish_specs(events, book)
 
     @staticmethod
     def _check_sizes(events: list[CatalogEvent], states: list[ResourceState]) -> None:
@@ -423,9 +322,6 @@ class CatalogStore:
                     f"take; shorten the collection spec of the new version"
                 )
 
-    def _become_writer(self) -> Producer:
-        return self._writer.become()
-
     def _publish_specs(self, events: list[CatalogEvent], book: CatalogBook) -> None:
         """The specs of the versions the events create or put in force."""
         schemas: dict[str, Schema] = {}
@@ -443,42 +339,3 @@ class CatalogStore:
             topic.publish(schemas.values(), timeout=self.timeout)
         except (RuntimeError, KafkaException) as exc:
             raise CatalogUnavailable(str(exc)) from exc
-
-    def _write(
-        self, producer: Producer, events: list[CatalogEvent], states: list[ResourceState]
-    ) -> tuple[dict[str, int], tuple[int, int]]:
-        """Write ``events`` to the change log and the ``states`` (each naming the offset of
-        its resource's last event) to the snapshot topic, in one transaction. Returns the
-        change-log offset of each resource's last event, and the (partition, offset) of the
-        last snapshot."""
-        return self._writer.write(
-            producer,
-            [(ev.resource_id, ev.to_json()) for ev in events],
-            lambda offsets: [
-                (st.id, CatalogSnapshot(st, offsets[st.id]).to_json()) for st in states
-            ],
-        )
-
-    def _verify(self, states: list[ResourceState], offsets: dict[str, int]) -> None:
-        """What the snapshot topic holds now must be our change, or a later change written
-        after ours (its snapshot covers a later offset of the change log)."""
-        for mine in states:
-            with self._lock:
-                stored = self._book.state(mine.id)
-                covered = self._offsets.get(mine.id, -1)
-            ours = offsets[mine.id]
-            if stored is not None and (
-                (
-                    stored.seq == mine.seq
-                    and covered == ours
-                    and stored.to_mapping() == mine.to_mapping()
-                )
-                or (stored.seq > mine.seq and covered > ours)
-            ):
-                continue
-            at = f"change #{stored.seq}" if stored is not None else "no change"
-            raise CatalogError(
-                f"{mine.id} changed concurrently (the catalog holds {at}, this change was "
-                f"#{mine.seq}); this change was not applied; check with "
-                f"`xiangyun catalog show {mine.id}` and retry"
-            )

@@ -20,15 +20,11 @@ memory only if they are partitioned or the consents topic is scoped (say, per ci
 from __future__ import annotations
 
 import logging
-import threading
-from types import TracebackType
-
-from confluent_kafka import KafkaException
 
 from streams.core.consent import CONSENT_SCHEMA_NAME, Consent, ConsentTerms, check_terms, merge
 from streams.core.reasons import Reason
 from streams.kafka.config import StreamsConfig
-from streams.kafka.follower import CompactedView, ViewError
+from streams.kafka.register_store import FollowedTopic
 from streams.kafka.topics import Topics
 from streams.wire.codec import Schema, SchemaRegistry, decode
 
@@ -44,7 +40,7 @@ class ConsentsUnavailable(RuntimeError):
     """The consents topic could not be read (Kafka away, or the topic not created)."""
 
 
-class ConsentBook:
+class ConsentBook(FollowedTopic):
     """Every consent on the consents topic, in memory, for :meth:`check`.
 
     Nothing touches Kafka until :meth:`start`, which returns once the topic has been read to
@@ -53,6 +49,10 @@ class ConsentBook:
     ``config.schema_dir``; a worker passes its registry, which follows the schemas topic).
     """
 
+    _topic_noun = "consents"
+    _hint = "is Kafka up (`xiangyun stack status`) and the topic created (`xiangyun topics`)?"
+    _unavailable = ConsentsUnavailable
+
     def __init__(
         self,
         config: StreamsConfig,
@@ -60,37 +60,12 @@ class ConsentBook:
         registry: SchemaRegistry | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self.config = config
-        self.topic = Topics.of(config).consents
-        self.timeout = timeout
+        super().__init__(config, Topics.of(config).consents, timeout)
         self._registry = registry or SchemaRegistry.from_dir(config.schema_dir)
         self._reader: Schema = self._registry.by_name(CONSENT_SCHEMA_NAME)
         self._terms: dict[str, ConsentTerms] = {}
-        self._view: CompactedView | None = None
-        self._start_lock = threading.Lock()
-        #: records of the topic that could not be applied (see the log)
-        self.errors = 0
-        #: records applied (grants, withdrawals, erasures)
-        self.applied = 0
 
     # -- following -----------------------------------------------------------------------
-    def start(self, timeout: float | None = None) -> ConsentBook:
-        """Read the consents topic to its end, then keep following it (idempotent)."""
-        with self._start_lock:
-            if self._view is not None:
-                return self
-            view = CompactedView(self.config.kafka, self.topic, self._apply)
-            try:
-                view.start(self.timeout if timeout is None else timeout)
-            except (ViewError, KafkaException) as exc:
-                view.stop()
-                raise ConsentsUnavailable(
-                    f"cannot read the consents topic {self.topic}: {exc}; is Kafka up "
-                    "(`xiangyun stack status`) and the topic created (`xiangyun topics`)?"
-                ) from exc
-            self._view = view
-        return self
-
     def _apply(self, key: bytes, value: bytes | None) -> None:
         try:
             consent_id = key.decode()
@@ -109,26 +84,9 @@ class ConsentBook:
             self.errors += 1
             log.error("consents topic %s: record with key %r ignored: %s", self.topic, key, exc)
 
-    def sync(self, timeout: float | None = None) -> None:
-        """Wait until every consent published before this call is applied."""
-        view = self.start()._view
-        assert view is not None
-        if not view.sync(self.timeout if timeout is None else timeout):
-            raise ConsentsUnavailable(f"could not read the consents topic {self.topic} to its end")
-
-    def close(self) -> None:
-        with self._start_lock:
-            if self._view is not None:
-                self._view.stop()
-                self._view = None
-
     def __enter__(self) -> ConsentBook:
+        # unlike a register store, the book is read on entering: it is only asked, never written
         return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- the decision --------------------------------------------------------------------
     def check(

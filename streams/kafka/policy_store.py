@@ -23,20 +23,18 @@ transaction, read them back.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from confluent_kafka import KafkaException
 
 from streams.catalog.model import Catalog, Resource, field_names
 from streams.catalog.review import DATA_BUREAU
 from streams.kafka.catalog_store import CatalogStore
-from streams.kafka.changelog import ChangeLogWriter, close_writer
 from streams.kafka.config import StreamsConfig
 from streams.kafka.follower import CompactedView, ViewError
+from streams.kafka.register_store import RegisterStore
 from streams.kafka.topics import CATALOG_MAX_MESSAGE_BYTES, Topics, ensure_topics
 from streams.policy.approvals import Approval
 from streams.policy.decision import Decision, FieldSource, Request, decide
@@ -80,9 +78,23 @@ def catalog_fields(store: CatalogStore) -> FieldSource:
     return fields
 
 
-class PolicyStore:
+class PolicyStore(RegisterStore[PolicyBook, PolicyState, PolicyEvent]):
     """The Kafka-backed sharing lists and approvals. Nothing touches Kafka until
     :meth:`start` (commands start the store themselves); ``timeout`` bounds every wait."""
+
+    _topic_noun = "policy"
+    _hint = (
+        "is Kafka up (`xiangyun stack status`) and the lists bootstrapped "
+        "(`xiangyun policy bootstrap`)?"
+    )
+    _unavailable = PolicyUnavailable
+    _conflict = PolicyError
+    _writer_name = "policy"
+    _record_noun = "policy"
+    _tombstone = "tombstone: lists and approvals are never deleted"
+    _key_name = "the state's key"
+    _change_noun = "policy change"
+    _check_command = "`xiangyun policy list`"
 
     def __init__(
         self,
@@ -92,56 +104,27 @@ class PolicyStore:
         timeout: float = 30.0,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
-        self.config = config
         self.topics = Topics.of(config)
-        self.topic = self.topics.policy
-        self.changes_topic = self.topics.policy_changes
-        self.timeout = timeout
-        self._clock = clock
-        self._book = PolicyBook(reviewers)
+        super().__init__(
+            config,
+            topic=self.topics.policy,
+            changes_topic=self.topics.policy_changes,
+            book=PolicyBook(reviewers),
+            state_key=lambda st: st.key,
+            event_key=lambda ev: ev.key,
+            snapshot_json=lambda st, offset: StateRecord(st, offset).to_json(),
+            timeout=timeout,
+            clock=clock,
+        )
         self._policy = PolicySet()
-        self._offsets: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._start_lock = threading.Lock()
-        self._view: CompactedView | None = None
-        self.errors = 0
-        self.applied = 0
 
     # -- following -----------------------------------------------------------------------
-    def start(self, timeout: float | None = None) -> PolicyStore:
-        """Read the state topic to its end and keep following it (idempotent)."""
-        with self._start_lock:
-            if self._view is not None:
-                return self
-            view = CompactedView(self.config.kafka, self.topic, self._apply)
-            try:
-                view.start(self.timeout if timeout is None else timeout)
-            except (ViewError, KafkaException) as exc:
-                view.stop()
-                raise PolicyUnavailable(
-                    f"cannot read the policy topic {self.topic}: {exc}; is Kafka up "
-                    f"(`xiangyun stack status`) and the lists bootstrapped "
-                    f"(`xiangyun policy bootstrap`)?"
-                ) from exc
-            self._view = view
-        return self
+    def _read_snapshot(self, value: bytes) -> tuple[bytes, PolicyState, int]:
+        record = StateRecord.from_json(value)
+        return record.key, record.state, record.change_offset
 
-    def _apply(self, key: bytes, value: bytes | None) -> None:
-        try:
-            if value is None:
-                raise PolicyError("tombstone: lists and approvals are never deleted")
-            record = StateRecord.from_json(value)
-            if record.key != key:
-                raise PolicyError(f"key {key!r:.80} is not the state's key")
-            with self._lock:
-                if self._book.restore(record.state):
-                    self._offsets[record.state.key] = record.change_offset
-                    self._policy = self._book.policy()
-                    self.applied += 1
-        except Exception as exc:  # a bad record must not stop the policy
-            self.errors += 1
-            log.error("policy topic %s: record with key %r ignored: %s", self.topic, key, exc)
+    def _publish(self, state: PolicyState) -> None:
+        self._policy = self._book.policy()
 
     def now_ms(self) -> int:
         """The store's clock (ms): what its commands stamp changes with."""
@@ -150,21 +133,6 @@ class PolicyStore:
     def current(self) -> PolicySet:
         """The lists in force and the approvals, as last read; never mutated once returned."""
         return self._policy
-
-    def sync(self, timeout: float | None = None) -> None:
-        """Wait until every change committed before this call is in :meth:`current`."""
-        view = self.start()._view
-        assert view is not None
-        if not view.sync(self.timeout if timeout is None else timeout):
-            raise PolicyUnavailable(f"could not read the policy topic {self.topic} to its end")
-
-    def state(self, key: str) -> PolicyState | None:
-        with self._lock:
-            return self._book.state(key)
-
-    def states(self) -> list[PolicyState]:
-        with self._lock:
-            return self._book.states()
 
     def history(self, key: str, timeout: float | None = None) -> PolicyHistory | None:
         """Every change of ``key`` from the change log (read to its current end)."""
@@ -236,33 +204,25 @@ class PolicyStore:
             )
         return decision
 
-    def close(self) -> None:
-        with self._start_lock:
-            if self._view is not None:
-                self._view.stop()
-                self._view = None
-
-    def __enter__(self) -> PolicyStore:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     # -- commands ------------------------------------------------------------------------
     def submit(self, lists: PolicyList | Iterable[PolicyList], actor: str) -> list[PolicyEvent]:
         """Submit list versions for review by the data bureau, all or none."""
         items = [lists] if isinstance(lists, PolicyList) else list(lists)
         if not items:
             raise PolicyError("nothing to submit: the file holds no policy list")
-        return self._command(lambda book, at: [book.submit(x, actor, at) for x in items])
+        return self._command(
+            lambda book, at: [book.submit(x, actor, at) for x in items], self._check_sizes
+        )
 
     def approve(self, key: str, reason: str = "", *, actor: str = DATA_BUREAU) -> PolicyEvent:
-        return self._command(lambda book, at: [book.approve(key, actor, reason, at)])[0]
+        return self._command(
+            lambda book, at: [book.approve(key, actor, reason, at)], self._check_sizes
+        )[0]
 
     def reject(self, key: str, reason: str, *, actor: str = DATA_BUREAU) -> PolicyEvent:
-        return self._command(lambda book, at: [book.reject(key, actor, reason, at)])[0]
+        return self._command(
+            lambda book, at: [book.reject(key, actor, reason, at)], self._check_sizes
+        )[0]
 
     def bootstrap(self, directory: Path | None = None) -> list[PolicyEvent]:
         """Load the starter lists (``config.policy_dir``): lists not yet in the store are
@@ -270,76 +230,45 @@ class PolicyStore:
         ensure_topics(self.config, self.topics, timeout=self.timeout)
         lists = load_lists(directory or self.config.policy_dir)
         reviewer = DATA_BUREAU if DATA_BUREAU in self._book.reviewers else min(self._book.reviewers)
-        return self._command(lambda book, at: book.bootstrap(lists, reviewer, at))
+        return self._command(
+            lambda book, at: book.bootstrap(lists, reviewer, at), self._check_sizes
+        )
 
     def grant(self, approval: Approval) -> PolicyEvent:
         """Put a bulk-copy approval on record (``approval.granted_by`` must be a reviewer)."""
-        return self._command(lambda book, at: [book.grant(approval, at)])[0]
+        return self._command(lambda book, at: [book.grant(approval, at)], self._check_sizes)[0]
 
     def revoke(self, approval_id: str, reason: str, *, actor: str = DATA_BUREAU) -> PolicyEvent:
         """Revoke an approval at once: every store sees it within a poll interval."""
-        return self._command(lambda book, at: [book.revoke(approval_id, actor, reason, at)])[0]
+        return self._command(
+            lambda book, at: [book.revoke(approval_id, actor, reason, at)], self._check_sizes
+        )[0]
 
     def record_use(self, approval_id: str, actor: str = "exchange") -> Approval:
         """Count one use against an approval (refused, with :class:`PolicyError`, when it
         is expired, revoked or its quota is spent). Returns the approval after the use."""
-        ev = self._command(lambda book, at: [book.use(approval_id, actor, at)])[0]
+        ev = self._command(lambda book, at: [book.use(approval_id, actor, at)], self._check_sizes)[
+            0
+        ]
         assert ev.approval is not None
         return ev.approval
 
     # -- the single writer ---------------------------------------------------------------
-    def _command(self, run: Command) -> list[PolicyEvent]:
-        self.start()
-        with self._write_lock:
-            writer = ChangeLogWriter(
-                self.config.kafka,
-                # One id for every writer of these lists: a new writer fences the others.
-                transactional_id=f"xiangyun-policy-writer.{self.topic}",
-                changes_topic=self.changes_topic,
-                snapshot_topic=self.topic,
-                noun="policy",
-                conflict=PolicyError,
-                unavailable=PolicyUnavailable,
-                timeout=self.timeout,
-            )
-            producer = writer.become()
-            try:
-                self.sync()
-                with self._lock:
-                    book = self._book.copy()
-                events = run(book, self._clock())
-                if not events:
-                    return []
-                states = [book.state(k) for k in dict.fromkeys(ev.key for ev in events)]
-                for ev in events:
-                    if len(ev.to_json()) > MAX_RECORD_BYTES:
-                        raise PolicyError(f"{ev.key}: the change is too large for one record")
+    @staticmethod
+    def _check_sizes(
+        book: PolicyBook, events: list[PolicyEvent], states: list[PolicyState]
+    ) -> None:
+        for ev in events:
+            if len(ev.to_json()) > MAX_RECORD_BYTES:
+                raise PolicyError(f"{ev.key}: the change is too large for one record")
 
-                def snapshots(offsets: dict[str, int]) -> list[tuple[str, bytes]]:
-                    out = []
-                    for st in states:
-                        assert st is not None
-                        out.append((st.key, StateRecord(st, offsets[st.key]).to_json()))
-                    return out
-
-                _, last = writer.write(
-                    producer, [(ev.key, ev.to_json()) for ev in events], snapshots
+    def _verify(self, states: list[PolicyState], offsets: dict[str, int]) -> None:
+        """The stored state must hold our change or a later one (uses of an approval may
+        follow ours at once from another exchange instance)."""
+        for st in states:
+            with self._lock:
+                stored = self._book.state(st.key)
+            if stored is None or stored.seq < st.seq:
+                raise PolicyError(
+                    f"{st.key} changed concurrently; this change was not applied; retry"
                 )
-            finally:
-                close_writer(producer)
-            view = self._view
-            assert view is not None
-            if not view.wait_for(last[0], last[1], self.timeout):
-                raise PolicyUnavailable(
-                    f"the policy change was committed to {self.topic} but not read back within "
-                    f"{self.timeout:.0f}s; check with `xiangyun policy list`"
-                )
-            for st in states:
-                assert st is not None
-                with self._lock:
-                    stored = self._book.state(st.key)
-                if stored is None or stored.seq < st.seq:
-                    raise PolicyError(
-                        f"{st.key} changed concurrently; this change was not applied; retry"
-                    )
-        return events

@@ -23,6 +23,7 @@ from typing import Any
 
 from streams.catalog.review import DATA_BUREAU
 from streams.core.regions import PROVINCE
+from streams.core.review import StateBook, record_json
 from streams.policy.approvals import Approval
 from streams.policy.legal import PolicyError
 from streams.policy.model import EffectiveLists, ListKind, PolicyList, check_city, derive, list_key
@@ -47,10 +48,6 @@ class PolicyAction(StrEnum):
     GRANTED = "granted"
     REVOKED = "revoked"
     USED = "used"
-
-
-def _dumps(mapping: Mapping[str, Any]) -> bytes:
-    return json.dumps(mapping, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _loads(data: bytes | str, what: str) -> Mapping[str, Any]:
@@ -98,7 +95,7 @@ class PolicyEvent:
         }
 
     def to_json(self) -> bytes:
-        return _dumps(self.to_mapping())
+        return record_json(self.to_mapping())
 
     @classmethod
     def from_json(cls, data: bytes | str) -> PolicyEvent:
@@ -166,7 +163,7 @@ class StateRecord:
         return self.state.key.encode()
 
     def to_json(self) -> bytes:
-        return _dumps(
+        return record_json(
             {
                 "format": FORMAT,
                 "state": self.state.to_mapping(),
@@ -234,38 +231,24 @@ class PolicySet:
         return got
 
 
-class PolicyBook:
+class PolicyBook(StateBook[PolicyState]):
     """Per key its :class:`PolicyState`; commands validate, change the book and return the
     events to write. ``reviewers`` approve and reject lists and grant and revoke approvals."""
 
     def __init__(self, reviewers: Iterable[str] = (DATA_BUREAU,)) -> None:
-        self.reviewers = frozenset(reviewers)
-        self._states: dict[str, PolicyState] = {}
+        super().__init__(reviewers)
 
-    def copy(self) -> PolicyBook:
-        other = PolicyBook(self.reviewers)
-        other._states = dict(self._states)
-        return other
+    def _state_key(self, state: PolicyState) -> str:
+        return state.key
 
-    def state(self, key: str) -> PolicyState | None:
-        return self._states.get(key)
-
-    def states(self) -> list[PolicyState]:
-        return [self._states[k] for k in sorted(self._states)]
+    def _blank(self) -> PolicyBook:
+        return PolicyBook(self.reviewers)
 
     def policy(self) -> PolicySet:
         return PolicySet(
             (s.in_force for s in self._states.values() if s.in_force is not None),
             (s.approval for s in self._states.values() if s.approval is not None),
         )
-
-    def restore(self, state: PolicyState) -> bool:
-        """Take a snapshot unless the book holds that change or a later one."""
-        have = self._states.get(state.key)
-        if have is not None and have.seq >= state.seq:
-            return False
-        self._states[state.key] = state
-        return True
 
     # -- lists -------------------------------------------------------------------------
     def _in_force(self, region: str) -> dict[ListKind, PolicyList]:

@@ -4,24 +4,34 @@ A unit's parent (or the unit itself, for an update) submits it; the data bureau 
 rejects each submitted version with a reason; an approved version is registered until a
 newer version is approved (the older one becomes ``superseded``). Every change is kept.
 
-The shape follows the catalog's workflow (:mod:`streams.catalog.review`): each command
-returns :class:`UnitEvent` records for an append-only change log (the history) and leaves
-in :class:`UnitBook` a bounded :class:`UnitState` per code (the version in force and the
-latest one) that a compacted snapshot topic holds as a :class:`UnitSnapshot`.
-:meth:`UnitBook.apply` ignores events the book already holds, :meth:`UnitBook.restore` takes
-a snapshot unless the book holds that change or a later one; :class:`UnitHistory` replays one
-unit's events for people. Commands apply their events to the book before returning them; a
-store runs them on :meth:`UnitBook.copy` and applies them to its real book once written.
+The workflow is the catalog's (:mod:`streams.catalog.review`), run by the same code
+(:mod:`streams.core.review`): each command returns :class:`UnitEvent` records for an
+append-only change log (the history) and leaves in :class:`UnitBook` a bounded
+:class:`UnitState` per code (the version in force and the latest one) that a compacted
+snapshot topic holds as a :class:`UnitSnapshot`. :meth:`UnitBook.apply` ignores events the
+book already holds, :meth:`UnitBook.restore` takes a snapshot unless the book holds that
+change or a later one; :class:`UnitHistory` replays one unit's events for people. Commands
+apply their events to the book before returning them; a store runs them on
+:meth:`UnitBook.copy` and applies them to its real book once written.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from streams.core.review import (
+    ReviewBook,
+    Versions,
+    Workflow,
+    change_fields,
+    change_mapping,
+    parse_record,
+    record_json,
+    replay,
+)
 from streams.units.model import (
     KIND_ORDER,
     Unit,
@@ -71,73 +81,37 @@ class UnitChange:
     superseded_version: int | None = None
 
     def to_mapping(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "action": self.action.value,
-            "actor": self.actor,
-            "at_ms": self.at_ms,
-            "version": self.version,
-            "from_status": self.from_status.value if self.from_status else None,
-            "to_status": self.to_status.value,
-            "reason": self.reason,
-            "diff": {k: list(v) for k, v in self.diff.items()},
-            "superseded_version": self.superseded_version,
-        }
+        return change_mapping(self, {k: list(v) for k, v in self.diff.items()})
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> UnitChange:
-        sup = raw.get("superseded_version")
         return cls(
-            seq=int(raw["seq"]),
-            action=UnitAction(raw["action"]),
-            actor=str(raw["actor"]),
-            at_ms=int(raw["at_ms"]),
-            version=int(raw["version"]),
-            from_status=UnitStatus(raw["from_status"]) if raw.get("from_status") else None,
-            to_status=UnitStatus(raw["to_status"]),
-            reason=str(raw.get("reason", "")),
+            **change_fields(raw, UnitAction, UnitStatus),
             diff={str(k): tuple(v) for k, v in (raw.get("diff") or {}).items()},
-            superseded_version=int(sup) if sup is not None else None,
         )
 
 
-def _parse(data: bytes | str, what: str) -> Mapping[str, Any]:
-    try:
-        raw = json.loads(data)
-    except ValueError as exc:
-        raise UnitError(f"{what} is not JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise UnitError(f"{what} is not a JSON object")
-    return raw
-
-
-def _dumps(mapping: Mapping[str, Any]) -> bytes:
-    return json.dumps(mapping, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
-
-
-class _Versions:
-    __slots__ = ()
-    code: str
-    versions: tuple[Unit, ...]
-
-    @property
-    def in_force(self) -> Unit | None:
-        return next((v for v in self.versions if v.status is UnitStatus.APPROVED), None)
-
-    @property
-    def pending(self) -> Unit | None:
-        return next((v for v in self.versions if v.status is UnitStatus.SUBMITTED), None)
-
-    @property
-    def latest(self) -> Unit:
-        return self.versions[-1]
+#: how a unit's versions read and change under review
+_WORKFLOW: Workflow[Unit, UnitStatus] = Workflow(
+    error=UnitError,
+    number=lambda u: u.version,
+    status=lambda u: u.status,
+    with_status=lambda u, status: replace(u, status=UnitStatus(status)),
+    approved=UnitStatus.APPROVED,
+    superseded=UnitStatus.SUPERSEDED,
+    pending=frozenset({UnitStatus.SUBMITTED}),
+    event_key=lambda ev: ev.code,
+    state_key=lambda st: st.code,
+    new_version=lambda ev: ev.unit,
+)
 
 
 @dataclass(frozen=True, slots=True)
-class UnitState(_Versions):
+class UnitState(Versions[Unit]):
     """One unit's current state: the version in force and the latest version, at most two;
     ``seq`` is the number of the last change it includes."""
 
+    workflow = _WORKFLOW
     code: str
     seq: int
     versions: tuple[Unit, ...]
@@ -183,11 +157,11 @@ class UnitEvent:
         }
 
     def to_json(self) -> bytes:
-        return _dumps(self.to_mapping())
+        return record_json(self.to_mapping())
 
     @classmethod
     def from_json(cls, data: bytes | str) -> UnitEvent:
-        raw = _parse(data, "unit event")
+        raw = parse_record(data, "unit event", UnitError)
         try:
             if raw.get("format") != EVENT_FORMAT:
                 raise UnitError(f"unknown unit event format {raw.get('format')!r}")
@@ -225,7 +199,7 @@ class UnitSnapshot:
         return self.state.code.encode()
 
     def to_json(self) -> bytes:
-        return _dumps(
+        return record_json(
             {
                 "format": SNAPSHOT_FORMAT,
                 "code": self.state.code,
@@ -236,7 +210,7 @@ class UnitSnapshot:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> UnitSnapshot:
-        raw = _parse(data, "unit snapshot")
+        raw = parse_record(data, "unit snapshot", UnitError)
         try:
             if raw.get("format") != SNAPSHOT_FORMAT:
                 raise UnitError(f"unknown unit snapshot format {raw.get('format')!r}")
@@ -250,44 +224,11 @@ class UnitSnapshot:
             raise UnitError(f"malformed unit snapshot: {exc!r}") from exc
 
 
-def _check_follows(code: str, seq: int, event: UnitEvent) -> None:
-    if event.seq != seq + 1:
-        raise UnitError(
-            f"{code}: change #{event.seq} does not follow #{seq}: "
-            f"changes #{seq + 1} to #{event.seq - 1} are missing"
-        )
-
-
-def _advance(code: str, versions: tuple[Unit, ...], event: UnitEvent) -> tuple[Unit, ...]:
-    ch = event.change
-    current = next((v for v in versions if v.version == ch.version), None)
-    found = current.status if current is not None else None
-    if found is not ch.from_status:
-        raise UnitError(
-            f"{code} change #{ch.seq} moves version {ch.version} from "
-            f"{ch.from_status or 'nothing'}, but it is {found or 'not there'}"
-        )
-    if event.unit is not None:
-        return (*(v for v in versions if v is not current), event.unit)
-    out = []
-    for v in versions:
-        if v is current:
-            v = replace(v, status=ch.to_status)
-        elif ch.superseded_version is not None and v.version == ch.superseded_version:
-            v = replace(v, status=UnitStatus.SUPERSEDED)
-        out.append(v)
-    return tuple(out)
-
-
-def _bounded(versions: tuple[Unit, ...]) -> tuple[Unit, ...]:
-    last = len(versions) - 1
-    return tuple(v for i, v in enumerate(versions) if i == last or v.status is UnitStatus.APPROVED)
-
-
 @dataclass(frozen=True, slots=True)
-class UnitHistory(_Versions):
+class UnitHistory(Versions[Unit]):
     """Every version of one unit and its whole history, oldest first (:meth:`replay`)."""
 
+    workflow = _WORKFLOW
     code: str
     versions: tuple[Unit, ...]
     history: tuple[UnitChange, ...]
@@ -298,14 +239,8 @@ class UnitHistory(_Versions):
 
     @classmethod
     def replay(cls, code: str, events: Iterable[UnitEvent]) -> UnitHistory | None:
-        out: UnitHistory | None = None
-        for ev in events:
-            if ev.code != code or ev.seq <= (out.seq if out else 0):
-                continue
-            _check_follows(code, out.seq if out else 0, ev)
-            versions = _advance(code, out.versions if out else (), ev)
-            out = cls(code, versions, (*(out.history if out else ()), ev.change))
-        return out
+        replayed = replay(_WORKFLOW, code, events)
+        return cls(code, *replayed) if replayed is not None else None
 
     def to_mapping(self) -> dict[str, Any]:
         return {
@@ -327,49 +262,35 @@ def _diff(old: Unit | None, new: Unit) -> dict[str, tuple[Any, Any]]:
     return out
 
 
-class UnitBook:
+class UnitBook(ReviewBook[Unit, UnitState, UnitEvent]):
     """The current state of every unit; applies the review commands.
 
     ``reviewers`` approve and reject (the data bureau by default). A unit is submitted by a
     reviewer, by its parent (a registered unit), or, for an update, by the unit itself."""
 
+    workflow = _WORKFLOW
+    change_type = UnitChange
+    reviewed = "the unit register"
+
     def __init__(self, *, reviewers: Iterable[str] = (DATA_BUREAU,)) -> None:
-        self.reviewers = frozenset(reviewers)
-        self._states: dict[str, UnitState] = {}
+        super().__init__(reviewers)
+
+    # -- what the register says ----------------------------------------------------------
+    @staticmethod
+    def _new_state(key: str, seq: int, versions: tuple[Unit, ...]) -> UnitState:
+        return UnitState(key, seq, versions)
+
+    @staticmethod
+    def _status_diff(was: StrEnum, to: StrEnum) -> dict[str, tuple[Any, Any]]:
+        return {"status": (was.value, to.value)}
+
+    def _blank(self) -> UnitBook:
+        return UnitBook(reviewers=self.reviewers)
 
     # -- reading -------------------------------------------------------------------------
-    def state(self, code: str) -> UnitState | None:
-        return self._states.get(code)
-
-    def states(self) -> list[UnitState]:
-        return [self._states[k] for k in sorted(self._states)]
-
     def register(self) -> UnitRegister:
         """Per code its version in force, else its latest version."""
         return UnitRegister((s.in_force or s.latest) for s in self.states())
-
-    def copy(self) -> UnitBook:
-        other = UnitBook(reviewers=self.reviewers)
-        other._states = dict(self._states)
-        return other
-
-    # -- replay --------------------------------------------------------------------------
-    def apply(self, event: UnitEvent) -> bool:
-        current = self._states.get(event.code)
-        seq = current.seq if current is not None else 0
-        if event.seq <= seq:
-            return False
-        _check_follows(event.code, seq, event)
-        versions = _advance(event.code, current.versions if current else (), event)
-        self._states[event.code] = UnitState(event.code, event.seq, _bounded(versions))
-        return True
-
-    def restore(self, state: UnitState) -> bool:
-        current = self._states.get(state.code)
-        if current is not None and current.seq >= state.seq:
-            return False
-        self._states[state.code] = state
-        return True
 
     # -- commands ------------------------------------------------------------------------
     def submit(self, unit: Unit, actor: str, at_ms: int) -> UnitEvent:
@@ -427,8 +348,7 @@ class UnitBook:
         """Refuse the submitted version; ``reason`` (required) says why."""
         state, pending = self._submitted(code, "reject")
         self._check_reviewer(actor, "reject")
-        if not reason.strip():
-            raise UnitError(f"give a reason to reject {code}")
+        self._require_reason(reason, "reject", code)
         return self._emit(
             UnitEvent(
                 code,
@@ -481,38 +401,3 @@ class UnitBook:
                 f"{state.latest.version}, {state.latest.status})"
             )
         return state, pending
-
-    def _check_reviewer(self, actor: str, verb: str) -> None:
-        if actor not in self.reviewers:
-            raise UnitError(
-                f"{actor or '(no actor)'} may not {verb}: only the data bureau "
-                f"({', '.join(sorted(self.reviewers))}) reviews the unit register"
-            )
-
-    @staticmethod
-    def _change(
-        state: UnitState,
-        action: UnitAction,
-        actor: str,
-        at_ms: int,
-        v: Unit,
-        to: UnitStatus,
-        reason: str,
-        superseded: int | None = None,
-    ) -> UnitChange:
-        return UnitChange(
-            seq=state.seq + 1,
-            action=action,
-            actor=actor,
-            at_ms=at_ms,
-            version=v.version,
-            from_status=v.status,
-            to_status=to,
-            reason=reason,
-            diff={"status": (v.status.value, to.value)},
-            superseded_version=superseded,
-        )
-
-    def _emit(self, event: UnitEvent) -> UnitEvent:
-        self.apply(event)
-        return event
