@@ -299,6 +299,8 @@ class CatalogEvent:
             ):
                 raise CatalogError(f"catalog event for {rid!r} is inconsistent")
             return cls(rid, change, entry)
+        except CatalogError:
+            raise  # already says what is wrong (it is a ValueError too)
         except (KeyError, TypeError, ValueError) as exc:
             raise CatalogError(f"malformed catalog event: {exc!r}") from exc
 
@@ -344,6 +346,8 @@ class CatalogSnapshot:
             if state.id != raw["resource_id"] or state.seq < 1 or not state.versions:
                 raise CatalogError(f"catalog snapshot for {raw['resource_id']!r} is inconsistent")
             return cls(state, int(raw["change_offset"]))
+        except CatalogError:
+            raise  # already says what is wrong (it is a ValueError too)
         except (KeyError, TypeError, ValueError) as exc:
             raise CatalogError(f"malformed catalog snapshot: {exc!r}") from exc
 

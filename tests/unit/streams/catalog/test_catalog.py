@@ -1002,3 +1002,11 @@ def test_ten_thousand_reviewed_changes_do_not_grow_any_record(book: CatalogBook)
     assert largest_event - early[0] <= 16, (early, largest_event)
     assert largest_snapshot - early[1] <= 32, (early, largest_snapshot)
     assert largest_event < 4_096 and largest_snapshot < 8_192
+
+
+@pytest.mark.parametrize("kind", [CatalogEvent, CatalogSnapshot])
+def test_an_unreadable_catalog_record_says_why_once(kind: Any) -> None:
+    with pytest.raises(CatalogError) as err:
+        kind.from_mapping({"format": 9})
+    assert "format 9" in str(err.value)
+    assert "malformed" not in str(err.value)  # not wrapped in its own error again
