@@ -825,12 +825,17 @@ class SampleGenerator:
     def _payload(self, plan: _Plan) -> dict[str, Any]:
         r = self._rng
         if plan.mutable and plan.recent and r.random() < _UPDATE_SHARE:
-            old = plan.recent[int(r.random() * len(plan.recent))]
+            at = int(r.random() * len(plan.recent))
+            old = plan.recent[at]  # the subject's current version
             fresh = plan.build(r)
             if any(old[f] != fresh[f] for f in plan.mutable):  # never a content duplicate
                 new = dict(old)
                 for f in plan.mutable:
                     new[f] = fresh[f]
+                # The next update of this subject must differ from this version, not from
+                # the one before: a field with few values (a credit grade) would otherwise
+                # come back to this version's content, a duplicate expected as accepted.
+                plan.recent[at] = dict(new)
                 return new
         payload = plan.build(r)
         if len(plan.recent) < _RECENT:
