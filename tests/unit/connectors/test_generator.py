@@ -45,26 +45,39 @@ def spec_of(resource_id: str) -> Schema:
 UNITS = UnitRegister.from_dir(units_dir()).approved()
 
 
-def classify(codec: EnvelopeCodec, rec: SampleRecord) -> tuple[str, str]:
-    """The outcome the real ingest decision gives a record, and its detail."""
-    ingestor = Ingestor(
+def one_ingest(codec: EnvelopeCodec, state: PoolState | None = None) -> Ingestor:
+    """The real ingest decision, with the starter catalog and unit register."""
+    return Ingestor(
         codec,
         lambda: CATALOG,
         Topics("t"),
         SCHEMAS,
         spec_of=file_spec_loader(SCHEMAS),
         units=lambda: UNITS,
+        pool_state=state,
     )
+
+
+def label(out: Any) -> str:
+    """An outcome as the generator's ``expected`` names it."""
+    if out.kind is OutcomeKind.ACCEPTED:
+        assert out.pool is not None
+        return f"accepted:{out.pool.value}"
+    if out.kind is OutcomeKind.VERIFICATION:
+        return "verification"
+    assert out.reason is not None
+    return f"{out.kind.value}:{out.reason.value}"
+
+
+def classify(codec: EnvelopeCodec, rec: SampleRecord) -> tuple[str, str]:
+    """The outcome the real ingest decision gives a record, and its detail."""
+    ingestor = one_ingest(codec)
     # Through the collect topic of the principal the generator says publishes it.
     out = ingestor.process(rec.key, rec.value, Topics("t").collect(rec.principal))
+    detail = ""
     if out.kind is OutcomeKind.REJECTED:
-        assert out.reason is not None
         detail = decode(out.value, ingestor._rejected_schema)["detail"]
-        return f"rejected:{out.reason.value}", detail
-    if out.kind is OutcomeKind.VERIFICATION:
-        return "verification", ""
-    assert out.pool is not None
-    return f"{out.kind.value}:{out.pool.value}", ""
+    return label(out), detail
 
 
 @pytest.fixture(scope="module")
@@ -576,29 +589,10 @@ def test_a_stream_through_one_ingest_ends_as_expected(seed: int) -> None:
     # version of a subject must differ from the subject's current version, or the ingest
     # rightly calls it a DUPLICATE where the generator expected it accepted.
     gen, codec = make(seed=seed, share=0.05)
-    ingestor = Ingestor(
-        codec,
-        lambda: CATALOG,
-        Topics("t"),
-        SCHEMAS,
-        spec_of=file_spec_loader(SCHEMAS),
-        units=lambda: UNITS,
-        pool_state=PoolState(),
-    )
+    ingestor = one_ingest(codec, PoolState())
     wrong: Counter[tuple[str, str]] = Counter()
     for rec in gen.records(20_000):
-        out = ingestor.process(rec.key, rec.value, Topics("t").collect(rec.principal), 0, 0)
-        if out.kind is OutcomeKind.REJECTED:
-            assert out.reason is not None
-            got = f"rejected:{out.reason.value}"
-        elif out.kind is OutcomeKind.SUPERSEDED:
-            assert out.reason is not None
-            got = f"superseded:{out.reason.value}"
-        elif out.kind is OutcomeKind.VERIFICATION:
-            got = "verification"
-        else:
-            assert out.pool is not None
-            got = f"accepted:{out.pool.value}"
+        got = label(ingestor.process(rec.key, rec.value, Topics("t").collect(rec.principal), 0, 0))
         if got != rec.expected:
             wrong[(rec.expected, got)] += 1
     assert not wrong, wrong
