@@ -28,6 +28,7 @@ from types import TracebackType
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from streams.core.random_ids import RandomIds
 from streams.exchange.messages import (
     Answer,
     Delivery,
@@ -69,6 +70,7 @@ class ExchangeClient:
         self.codec = ExchangeCodec(config.schema_dir)
         if create_topics:
             ensure_department_topics(config, department, timeout)
+        self._ids = RandomIds()
         self._producer = Producer(config.kafka.producer(**{"linger.ms": 0}))
         self._consumer = Consumer(
             config.kafka.consumer(
@@ -153,7 +155,7 @@ class ExchangeClient:
         request_id: str | None = None,
     ) -> ExchangeRequest:
         return ExchangeRequest(
-            request_id=request_id or uuid.uuid4().hex,
+            request_id=request_id or self._ids.hex(),
             kind=kind,
             resource_id=resource_id,
             subjects=tuple(subjects),

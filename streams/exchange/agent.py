@@ -61,6 +61,7 @@ class RequestReader(CollectReader):
             drop=lambda _p: self._drop_tps(self._revoking),
             on_lost=on_lost,
             role="exchange",
+            on_demand=True,  # an answer waits for no batch read ahead of it
             **kwargs,
         )
         self.subscription = subscription  # the request pattern and every pool topic
@@ -230,6 +231,7 @@ def register_exchange(
                     item.release(False)
                     raise
                 item.release(True)
+                reader.ready()
                 continue
             messages: Sequence[Message] = item
             batch, offsets = unpack(messages)
@@ -247,6 +249,7 @@ def register_exchange(
             runtime.produce(steps, offsets, sent_at)
             if runtime.commit_due():
                 commit = start_commit()
+            reader.ready()  # read what arrived meanwhile: it is decided while this commits
         await finish()
 
     return service

@@ -17,13 +17,13 @@ request cannot change it.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from streams.audit.entry import AccessEntry, Decision, FieldMask
 from streams.catalog.model import Catalog
+from streams.core.random_ids import RandomIds
 from streams.core.regions import city_of, is_region
 from streams.exchange.messages import (
     Answer,
@@ -232,7 +232,7 @@ class Exchange:
         decode_pool: PoolDecoder | None = None,
         mask_key: str = "",
         clock: Callable[[], int] = _now_ms,
-        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self.topics = topics
         self.codec = codec
@@ -245,7 +245,7 @@ class Exchange:
         self.decode_pool = decode_pool
         self.mask_key = mask_key
         self.clock = clock
-        self.new_id = new_id
+        self.new_id = new_id or RandomIds().hex
         self.request_prefix = f"{topics.prefix}.request."
         self.pool_topics = frozenset(topics.pools.values())
         self.decisions: dict[bytes, bytes] = {}

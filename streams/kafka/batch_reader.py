@@ -125,6 +125,7 @@ class BatchReader(mode.Service):
         subscription: list[str],
         *,
         role: str,
+        on_demand: bool = False,
         restore: Callable[[list[int]], object] = lambda _p: None,
         drop: Callable[[list[int]], object] = lambda _p: None,
         on_lost: Callable[[list[int]], object] = lambda _p: None,
@@ -146,6 +147,13 @@ class BatchReader(mode.Service):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.assigned: set[int] = set()
         self._metadata: object | None = None
+        # On demand: read only when the agent asks (ready()), so that a batch holds
+        # everything that arrived until the agent could take it, not what arrived before
+        # the batch ahead of it was taken (latency first: the exchange). Otherwise one batch
+        # is read ahead while the agent decides (throughput first: the ingest).
+        self._demand: threading.Event | None = threading.Event() if on_demand else None
+        if self._demand is not None:
+            self._demand.set()
 
     def consumer_config(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -155,6 +163,11 @@ class BatchReader(mode.Service):
         call into the consumer from another thread blocks while ``consume`` runs."""
         assert self._metadata is not None, "no metadata before the first assignment"
         return self._metadata
+
+    def ready(self) -> None:
+        """The agent is done with its batch: an on-demand reader reads the next one now."""
+        if self._demand is not None:
+            self._demand.set()
 
     @property
     def stopping(self) -> bool:
@@ -204,7 +217,12 @@ class BatchReader(mode.Service):
         consumer, loop = self._consumer, self._loop
         assert consumer is not None and loop is not None
         try:
+            demand = self._demand
             while not self._stopping.is_set():
+                # Waiting for demand stays short: the agent asks after every batch, and a
+                # consumer not polled for max.poll.interval.ms would leave the group.
+                if demand is not None and not demand.wait(0.1):
+                    continue
                 try:
                     msgs = read_available(consumer, self.config.batch_size, 0.1)
                 except KafkaException as exc:  # broker away: librdkafka reconnects
@@ -213,6 +231,8 @@ class BatchReader(mode.Service):
                 if self.assigned:
                     self._metadata = consumer.consumer_group_metadata()
                 batch = [m for m in msgs if not self._is_error(m)]
+                if batch and demand is not None:
+                    demand.clear()  # until the agent is done with this one
                 if batch and not self._put(batch, loop):
                     # Never read past a batch the agent did not take: a later commit would
                     # skip it. Stopping: nothing more is read. Otherwise: fatal.

@@ -95,9 +95,17 @@ class KafkaConfig:
         A transaction begun right after the last one committed is refused with
         CONCURRENT_TRANSACTIONS until the broker has written the markers, and retried after
         ``retry.backoff.ms``: librdkafka's 100 ms default made every back-to-back commit
-        take over 100 ms (the Java client backs off 20 ms there, KAFKA-5477)."""
+        take over 100 ms (the Java client backs off 20 ms there, KAFKA-5477); at 10 ms a
+        transactional round trip still took 14 ms at the median against 6 ms for a plain
+        one. The markers are written within a millisecond or two: retry after 1 ms,
+        doubling up to 5 ms."""
         return self.producer(
-            **{"transactional.id": transactional_id, "retry.backoff.ms": 10, **overrides}
+            **{
+                "transactional.id": transactional_id,
+                "retry.backoff.ms": 1,
+                "retry.backoff.max.ms": 5,
+                **overrides,
+            }
         )
 
     def consumer(self, group: str, **overrides: Any) -> dict[str, Any]:

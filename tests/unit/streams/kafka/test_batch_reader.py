@@ -1,0 +1,123 @@
+"""The batch reader's two ways of reading (no Kafka: a stand-in consumer on the reader's own
+thread): one batch read ahead while the agent decides, or read only when the agent asks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from streams.app import create_app
+from streams.ingest.reader import CollectReader
+from xiangyun.settings import Settings
+
+
+class _Msg:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return "unit.collect"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class _Consumer:
+    """Always has one more message; counts how often it was asked."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.lock = threading.Lock()
+
+    def consume(self, _n: int, _timeout: float) -> list[_Msg]:
+        with self.lock:
+            self.reads += 1
+            return [_Msg(self.reads)]
+
+    def poll(self, _timeout: float) -> _Msg:
+        return self.consume(1, 0)[0]
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def close(self) -> None:
+        pass
+
+
+class _CountingEvent(threading.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return super().wait(timeout)
+
+
+def _until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.001)
+
+
+def _run_reader(on_demand: bool) -> tuple[list[int], int, int]:
+    """The offsets of the first two batches the agent got, reads before and after ready()."""
+    settings = Settings.from_env({}, topic_prefix="unit", app_id="unit-batches")
+    consumer = _Consumer()
+
+    async def run() -> tuple[list[int], int, int]:
+        app = create_app(settings.streams)
+        app.flow_control.resume()
+        reader = CollectReader(app, settings.streams, "unit.collect", on_demand=on_demand)
+        if on_demand:
+            reader._demand = _CountingEvent()
+            reader._demand.set()
+        subscriber = reader.channel.clone(is_iterator=True)
+        reader._loop = asyncio.get_running_loop()
+        reader._consumer = consumer  # type: ignore[assignment]
+        thread = threading.Thread(target=reader._run, daemon=True)
+        thread.start()
+        try:
+            first = await asyncio.wait_for(subscriber.get(), 5)
+            if on_demand:
+                demand = reader._demand
+                assert isinstance(demand, _CountingEvent)
+                seen = demand.waits
+                # The reader has gone round its loop several times without reading.
+                await asyncio.to_thread(_until, lambda: demand.waits >= seen + 3)
+            else:
+                # A batch is read ahead while the agent holds the first one.
+                await asyncio.to_thread(_until, lambda: consumer.reads >= 2)
+            before = consumer.reads
+            reader.ready()
+            second = await asyncio.wait_for(subscriber.get(), 5)
+            got: list[Any] = [first, second]
+            return [b[0].offset() for b in got], before, consumer.reads
+        finally:
+            reader._stopping.set()
+            reader.ready()
+            await asyncio.to_thread(thread.join, 5)
+
+    return asyncio.run(run())
+
+
+def test_an_on_demand_reader_reads_only_when_the_agent_asks() -> None:
+    offsets, before, after = _run_reader(on_demand=True)
+    assert before == 1  # nothing read while the agent held its batch
+    assert offsets == [1, 2]  # the next batch was read after ready(), not before
+    assert after >= 2
+
+
+def test_a_reader_reads_one_batch_ahead_by_default() -> None:
+    offsets, before, _after = _run_reader(on_demand=False)
+    assert before >= 2
+    assert offsets == [1, 2]
