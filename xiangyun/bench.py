@@ -8,8 +8,11 @@
 (t) raw pipe, exactly once: the same loop in Kafka transactions, outputs and offsets
     committed together every ``commit_interval_ms`` as the worker does: what transactions
     alone cost, against (a).
+(d) ingest, at least once: the raw pipe (a) with the worker's own decision (catalog, units,
+    consent, collection spec, pool records with provenance) and no pool state: the
+    at-least-once ingest as it was before the exactly-once change, with today's decision.
 (b) ingest: a real ``xiangyun worker`` (Faust) deciding, deduplicating and routing the same
-    records, exactly once.
+    records, exactly once. (b)/(d) is what exactly once costs.
 (c) views: the materializer replaying the run's pool topics into Redis.
 
 Each run has its own topics (a worker restores its pool state from the pool topics, so a
@@ -52,6 +55,9 @@ from connectors.consent import ConsentPublisher
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
 from streams.core.consent import Consent
+from streams.ingest.pool_state import Verdict
+from streams.ingest.runtime import Runtime
+from streams.kafka.batch_reader import unpack
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import idempotent_producer
 from streams.kafka.schema_topic import SchemaTopic
@@ -123,6 +129,12 @@ class RunResult:
     worker_peak_mib: float
     txn_rate: float = 0.0
     view_rate: float = 0.0
+    decided_rate: float = 0.0
+
+    @property
+    def eos_cost(self) -> float:
+        """(b)/(d): the exactly-once ingest against the at-least-once one, same decision."""
+        return ratios([self.ingest_rate], [self.decided_rate])[0]
 
     @property
     def ratio(self) -> float:
@@ -167,6 +179,14 @@ class BenchResult:
         return Spread.of(
             ratios([r.ingest_rate for r in self.runs], [r.txn_rate for r in self.runs])
         )
+
+    @property
+    def decided(self) -> Spread:
+        return Spread.of(r.decided_rate for r in self.runs)
+
+    @property
+    def eos_cost(self) -> Spread:
+        return Spread.of(r.eos_cost for r in self.runs)
 
     @property
     def views(self) -> Spread:
@@ -225,6 +245,76 @@ def _raw_pipe(
             done += len(batch)
     finally:
         c.close()  # commits the stored offsets
+    return done, acked_at
+
+
+class _NoDedup:
+    """The at-least-once path had no pool state: every version is an update."""
+
+    def decide(
+        self, _partition: int, _key: bytes, _version: int, _observed: int, _fp: bytes
+    ) -> tuple[Verdict, int | None]:
+        return Verdict.UPDATE, None
+
+    def undo(self, _partition: int, _key: bytes, _previous: int | None) -> None:
+        pass
+
+
+def _decided_pipe(
+    bench: Settings, src: str, dst: str, group: str, n: int, timeout: float
+) -> tuple[int, float]:
+    """(d) the at-least-once ingest with today's decision: the raw pipe (a) with the
+    worker's own :class:`~streams.ingest.decision.Ingestor` (catalog, units, consent,
+    collection spec, pool records with provenance; no pool state, as before the
+    exactly-once change) deciding each batch, every outcome produced to ``dst`` in its
+    partition, flushed, then the batch's offsets stored.
+
+    Returns the records acknowledged and the time (epoch s) the last flush returned."""
+    runtime = Runtime(bench.streams)
+    runtime.start()
+    runtime.ingestor.state = _NoDedup()  # type: ignore[assignment]
+    c = Consumer(bench.kafka.consumer(group, **READER_OVERRIDES))
+    p = idempotent_producer(bench.kafka)
+    failures: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    produce = p.produce
+    c.subscribe([src])
+    done = 0
+    acked_at = 0.0
+    deadline = time.monotonic() + timeout
+    try:
+        while done < n and time.monotonic() < deadline:
+            batch = [m for m in c.consume(bench.batch_size, 0.1) if m.error() is None]
+            if not batch:
+                continue
+            records, _ = unpack(batch)
+            for out in runtime.decide(records):
+                while True:
+                    try:
+                        produce(
+                            dst,
+                            out.value,
+                            out.key,
+                            partition=out.partition,
+                            headers=out.headers,
+                            on_delivery=on_delivery,
+                        )
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+            left = p.flush(60)
+            if left or failures:
+                raise RuntimeError(f"decided pipe: {left} undelivered, failures: {failures[:5]}")
+            acked_at = time.time()
+            c.store_offsets(offsets=_next_offsets(batch))
+            done += len(batch)
+    finally:
+        c.close()
+        runtime.close()
     return done, acked_at
 
 
@@ -522,12 +612,13 @@ def run_bench(
             for fut in admin.create_topics(
                 [
                     NewTopic(name, run.partitions, 1, config=pool_config)
-                    for name in (raw_out, f"{raw_out}-txn")
+                    for name in (raw_out, f"{raw_out}-txn", f"{raw_out}-alo")
                 ]
             ).values():
                 fut.result(30)
             _wait_for_leaders(admin, raw_out)
             _wait_for_leaders(admin, f"{raw_out}-txn")
+            _wait_for_leaders(admin, f"{raw_out}-alo")
             result.runs.append(
                 _one_run(run, admin, topics, registry, raw_out, records, i, runs, groups)
             )
@@ -575,6 +666,17 @@ def _one_run(
     txn_rate = rate(txn_n, txn_first, txn_at) if txn_n else 0.0
     _say(f"{tag} (t) {txn_n:,} records committed, {txn_rate:,.0f}/s")
 
+    _say(f"{tag} (d) the ingest's decision, at least once (no pool state, no transactions) ...")
+    alo_group = f"{run.app_id}-alo"
+    groups.append(alo_group)
+    alo_start = end_offsets(run, [f"{raw_out}-alo"])
+    alo_n, alo_at = _decided_pipe(
+        run, topics.collect_pattern, f"{raw_out}-alo", alo_group, records, 600
+    )
+    _, alo_first = _first_timestamp(run, alo_start, alo_n)
+    alo_rate = rate(alo_n, alo_first, alo_at) if alo_n == records else 0.0
+    _say(f"{tag} (d) {alo_n:,} records decided and acknowledged, {alo_rate:,.0f}/s")
+
     _say(f"{tag} (b) ingest: starting a worker (fresh consumer group) ...")
     groups += [run.app_id, run.ingest_group]
     start = end_offsets(run, topics.outcomes)
@@ -604,7 +706,7 @@ def _one_run(
     _say(f"{tag} (c) views: replaying the pool topics into Redis ...")
     view_rate = _view_rate(run, registry)
     _say(f"{tag} (c) {view_rate:,.0f} pool records/s into Redis")
-    return RunResult(raw_rate, raw_n, ingest_rate, tally.total, peak, txn_rate, view_rate)
+    return RunResult(raw_rate, raw_n, ingest_rate, tally.total, peak, txn_rate, view_rate, alo_rate)
 
 
 def render(r: BenchResult) -> str:
@@ -615,19 +717,23 @@ def render(r: BenchResult) -> str:
         "                             min / median / max",
         f"(a) raw pipe, at least once  {r.raw.format()} records/s",
         f"(t) raw pipe, exactly once   {r.txn.format()} records/s",
+        f"(d) ingest, at least once    {r.decided.format()} records/s  (same decision)",
         f"(b) ingest flow (1 worker)   {r.ingest.format()} records/s",
         f"(c) views into Redis         {r.views.format()} records/s",
         f"ratio (t)/(a), per run       {r.txn_ratio.format('.2f')}  (what transactions cost)",
         f"ratio (b)/(a), per run       {r.ratio.format('.2f')}  (against the raw ceiling)",
         f"ratio (b)/(t), per run       {r.ingest_vs_txn.format('.2f')}",
+        f"ratio (b)/(d), per run       {r.eos_cost.format('.2f')}  "
+        "(exactly once against at least once, same decision)",
         f"worker peak memory (VmHWM)   {Spread.of(x.worker_peak_mib for x in r.runs).format()} MiB",
         "",
-        "run   (a) raw/s   (t) txn/s   (b) ingest/s   (c) views/s   (b)/(a)   outcomes",
+        "run   (a) raw/s   (t) txn/s   (d) alo/s   (b) ingest/s   (c) views/s   (b)/(d)   outcomes",
     ]
     for i, x in enumerate(r.runs, 1):
         lines.append(
-            f"{i:>3} {x.raw_rate:>11,.0f} {x.txn_rate:>11,.0f} {x.ingest_rate:>14,.0f} "
-            f"{x.view_rate:>13,.0f} {x.ratio:>9.2f}   {x.ingest_outcomes:,}/{r.records:,}"
+            f"{i:>3} {x.raw_rate:>11,.0f} {x.txn_rate:>11,.0f} {x.decided_rate:>11,.0f} "
+            f"{x.ingest_rate:>14,.0f} {x.view_rate:>13,.0f} {x.eos_cost:>9.2f}   "
+            f"{x.ingest_outcomes:,}/{r.records:,}"
         )
     lines += [
         "",

@@ -48,3 +48,16 @@ def test_bench_result_summarises_runs_and_is_complete_only_if_every_run_is():
     r.runs.append(_run(100, 50, outcomes=99))
     assert not r.complete
     assert not BenchResult(100, "test").complete
+
+
+def test_what_exactly_once_costs_is_the_ingest_against_the_same_decision_at_least_once():
+    runs = [
+        RunResult(300, 100, 45, 100, 90.0, decided_rate=50),
+        RunResult(300, 100, 48, 100, 90.0, decided_rate=40),
+        RunResult(300, 100, 44, 100, 90.0, decided_rate=44),
+    ]
+    r = BenchResult(100, "test", runs)
+    assert r.decided == Spread(40, 44, 50)
+    assert r.eos_cost == Spread(0.9, 1.0, 1.2)
+    assert "0.90 / 1.00 / 1.20" in render(r)
+    assert RunResult(300, 100, 45, 100, 90.0).eos_cost == 0.0  # (d) not measured: no ratio
