@@ -15,6 +15,7 @@ rebuilds it from the pool topics.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import time
 import uuid
@@ -53,6 +54,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_TALLY_KEY = operator.itemgetter(
+    *(Outcome._fields.index(f) for f in ("kind", "pool", "reason", "unit"))
+)
 
 
 class CatalogSource(Protocol):
@@ -348,7 +353,6 @@ class Runtime:
             self._open = True
             self._opened_at = time.monotonic()
         produce = producer.produce
-        tally = self._tally
         # No delivery callback: a message that fails makes the commit fail (abortable), so
         # nothing is acknowledged that was not written; a callback per record cost a GIL
         # hand-over each on the committing thread.
@@ -361,7 +365,9 @@ class Runtime:
                     break
                 except BufferError:  # local queue full: let librdkafka drain it
                     producer.poll(0.05)
-            tally[(out.kind, out.pool, out.reason, out.unit)] += 1
+        # (kind, pool, reason, unit) of each outcome, counted in C: half the cost of a
+        # Counter increment per record
+        self._tally.update(map(_TALLY_KEY, outcomes))
         self._offsets.update(offsets)
         self.metrics.batch_records.observe(len(outcomes))
 
