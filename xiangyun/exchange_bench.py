@@ -14,7 +14,9 @@ On its own topics (prefix ``<XIANGYUN_TOPIC_PREFIX>-xbench-<run>``, deleted at t
    per second for ``seconds`` by an :class:`~connectors.exchange_client.ExchangeClient`
    in this process (one subject per request, a record found in the view, every answer in
    one transaction with its access-log entry);
-4. the highest steady rate one exchange worker holds: doubling the rate from ``rate``
+4. a Kafka transaction alone, back to back (begin, produce one record, send offsets,
+   commit): the floor under any answer that commits together with its log entry;
+5. the highest steady rate one exchange worker holds: doubling the rate from ``rate``
    for 10 s steps while at least 95 % of the requests of a step are answered (10 s of
    drain allowed) and p99 stays under one second (or three times the bare p99, whichever
    is more: on a loaded machine the bare round trip itself is slow).
@@ -76,12 +78,20 @@ class ExchangeBench:
     exchange: Phase
     steps: list[Phase]
     max_rate: float
+    txn_alone: Phase | None = None
 
     def render(self) -> str:
         lines = [self.bare.line(), self.bare_txn.line(), self.exchange.line()]
+        if self.txn_alone is not None:
+            lines.append(self.txn_alone.line())
         lines.append("steps to the highest steady rate:")
         lines += ["  " + s.line() for s in self.steps]
         lines.append(f"highest steady rate one exchange worker held: {self.max_rate:.0f}/s")
+        if self.txn_alone is not None and self.bare.latencies_ms:
+            lines.append(
+                f"1.5 x the bare p99: {1.5 * self.bare.pct(0.99):.1f} ms; a transaction alone: "
+                f"p99 {self.txn_alone.pct(0.99):.1f} ms"
+            )
         for base in (self.bare, self.bare_txn):
             if base.latencies_ms and self.exchange.latencies_ms:
                 lines.append(
@@ -262,6 +272,36 @@ def _bare(
     return phase
 
 
+def _txn_alone(settings: Settings, transactions: int, payload: bytes) -> Phase:
+    """``transactions`` Kafka transactions back to back, each one record and one offset."""
+    topic = f"{settings.topic_prefix}.bench.txn-alone"
+    admin = AdminClient(settings.kafka.admin())
+    for f in admin.create_topics(
+        [NewTopic(topic, num_partitions=1, replication_factor=1)]
+    ).values():
+        f.result(30)
+    kafka = settings.kafka
+    producer = Producer(kafka.transactional_producer(f"{settings.app_id}.alone.{uuid.uuid4().hex}"))
+    consumer = Consumer(kafka.consumer(f"{settings.app_id}.alone"))  # its group's metadata
+    try:
+        producer.init_transactions(30)
+        metadata = consumer.consumer_group_metadata()
+        phase = Phase("a transaction alone", 0)
+        began = time.monotonic()
+        for i in range(transactions):
+            t = time.monotonic()
+            producer.begin_transaction()
+            producer.produce(topic, payload, str(i).encode(), partition=0)
+            producer.send_offsets_to_transaction([TopicPartition(topic, 0, i + 1)], metadata, 30)
+            producer.commit_transaction(30)
+            phase.latencies_ms.append((time.monotonic() - t) * 1000)
+        phase.sent = phase.answered = transactions
+        phase.rate = transactions / max(time.monotonic() - began, 1e-9)
+        return phase
+    finally:
+        consumer.close()
+
+
 # -- the exchange ------------------------------------------------------------------------------
 
 
@@ -355,6 +395,7 @@ def run_exchange_bench(
         payload = client.codec.encode_request(ask())
         bare = _bare(s, rate, seconds, payload)
         bare_txn = _bare(s, rate, seconds, payload, transactional=True)
+        alone = _txn_alone(s, max(1000, int(rate * seconds / 10)), payload)
         exchange = _exchange_phase(client, "exchange round trip", rate, seconds, ask)
         steps: list[Phase] = []
         max_rate = 0.0
@@ -369,7 +410,7 @@ def run_exchange_bench(
                 break
             max_rate = step_rate
             step_rate *= 2
-        return ExchangeBench(bare, bare_txn, exchange, steps, max_rate)
+        return ExchangeBench(bare, bare_txn, exchange, steps, max_rate, alone)
     finally:
         client.close()
         worker.stop()
