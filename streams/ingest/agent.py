@@ -5,9 +5,7 @@ Each item of its stream is a batch read by :class:`~streams.ingest.reader.Collec
 (or a :class:`~streams.ingest.reader.Barrier` from a rebalance). A batch is decided, its
 outputs go into the open transaction with the batch's offsets, and the transaction commits
 when no batch waits or it is ``commit_interval_ms`` old. The commit runs on a thread while
-the next batches are decided: the broker's acknowledgement no longer stalls the decisions.
-A decided batch is produced once the commit before it is done; while that commit runs and
-another batch waits, up to :data:`DECIDED_AHEAD` batches are decided ahead and held.
+the next batch is decided: the broker's acknowledgement no longer stalls the decisions.
 """
 
 from __future__ import annotations
@@ -24,11 +22,7 @@ from streams.ingest.decision import Outcome
 from streams.ingest.runtime import die
 from streams.kafka.batch_reader import Barrier, Offsets, unpack
 
-__all__ = ["DECIDED_AHEAD", "BatchSource", "Transactional", "register_ingest"]
-
-#: batches decided while a commit runs, held until it is done (the agent waited for 3 % of
-#: its time on commits when it held one)
-DECIDED_AHEAD = 4
+__all__ = ["BatchSource", "Transactional", "register_ingest"]
 
 
 class BatchSource(Protocol):
@@ -62,7 +56,6 @@ def register_ingest(
         loop = asyncio.get_running_loop()
         commit: asyncio.Future[int] | None = None
         read_at: list[float] = []  # when each batch of the open transaction was taken
-        held: list[tuple[list[Outcome], Offsets, float]] = []  # decided, not produced yet
 
         def start_commit() -> asyncio.Future[int]:
             fut = loop.run_in_executor(None, runtime.commit, source.group_metadata)
@@ -85,20 +78,9 @@ def register_ingest(
                 read_at.clear()
                 commit = None
 
-        async def produce_held() -> None:
-            await finish()  # one transaction at a time: the previous commit first
-            for outcomes, offsets, taken in held:
-                runtime.produce(outcomes, offsets)
-                read_at.append(taken)
-            held.clear()
-
         async for item in items:
             if isinstance(item, Barrier):
-                try:
-                    await produce_held()  # everything handed over before the barrier
-                except BaseException:
-                    item.release(False)
-                    raise
+                await finish()
                 commit = start_commit()
                 try:
                     await finish()
@@ -116,12 +98,9 @@ def register_ingest(
                 except Exception as exc:  # too many INTERNAL in a row
                     on_fatal(exc)
                     return
-                held.append((outcomes, offsets, taken))
-                idle = source.idle()
-                committing = commit is not None and not commit.done()
-                if committing and not idle and len(held) < DECIDED_AHEAD:
-                    continue  # decide the next batch while the commit runs
-                await produce_held()
-                if runtime.commit_due(idle):
+                await finish()  # the previous commit ran while this batch was decided
+                runtime.produce(outcomes, offsets)
+                read_at.append(taken)
+                if runtime.commit_due(source.idle()):
                     commit = start_commit()
         await finish()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from connectors.generator import SampleGenerator
 from streams.app import create_app
 from streams.catalog.model import Catalog
 from streams.core.reasons import Reason
-from streams.ingest.agent import DECIDED_AHEAD, register_ingest
+from streams.ingest.agent import register_ingest
 from streams.ingest.decision import OutcomeKind, file_spec_loader
 from streams.ingest.runtime import (
     InternalErrors,
@@ -46,7 +45,6 @@ class TxnProducer:
         self.committed: list[tuple[str, bytes | None, int]] = []
         self.offsets: list[list[tuple[int, int]]] = []
         self.fail_commit = False
-        self.commit_gate: threading.Event | None = None  # a commit waits for it when set
 
     def begin_transaction(self) -> None:
         assert not self.open, "a transaction begun inside another"
@@ -64,8 +62,6 @@ class TxnProducer:
         self.log.append("offsets")
 
     def commit_transaction(self, _t: float) -> None:
-        if self.commit_gate is not None:
-            assert self.commit_gate.wait(10), "the test never let the commit finish"
         if self.fail_commit:
             from confluent_kafka import KafkaError, KafkaException
 
@@ -146,38 +142,22 @@ def _batches(sample: list[Any], size: int) -> list[list[FakeMessage]]:
     ]
 
 
-def _run(
-    settings: Settings,
-    runtime: Runtime,
-    items: list[Any],
-    until: Any,
-    idle: Any = lambda: True,
-) -> list[BaseException]:
-    """``idle()``: whether the source says no batch waits (by default always)."""
+def _run(settings: Settings, runtime: Runtime, items: list[Any], until: Any) -> list[BaseException]:
     fatal: list[BaseException] = []
 
     async def run() -> None:
         app = create_app(settings.streams)
         app.finalize()
         source = Source(app)
-        source.idle = idle  # type: ignore[method-assign]
         register_ingest(app, runtime, source, on_fatal=fatal.append)
         agent = app.agents["ingest"]
         async with agent.test_context() as ctx:
-
-            async def feed() -> None:
-                for item in items:
-                    await ctx.put(item)  # returns once the agent took the item
-
-            # Fed alongside: the agent may wait (for a commit) before it takes the next.
-            feeding = asyncio.ensure_future(feed())
+            for item in items:
+                await ctx.put(item)
             deadline = asyncio.get_running_loop().time() + 10
             while not until() and not fatal:
                 assert asyncio.get_running_loop().time() < deadline, "agent did not drain"
                 await asyncio.sleep(0.02)
-            if not fatal:
-                await asyncio.wait_for(feeding, 10)
-            feeding.cancel()
 
     asyncio.run(run())
     return fatal
@@ -234,46 +214,6 @@ def test_a_barrier_commits_what_was_handed_over_before_it(settings: Settings) ->
 
     assert fatal == [] and barrier.ok
     assert len(producer.committed) == 20 and producer.open == []
-
-
-def test_while_a_commit_runs_batches_are_decided_ahead_and_held_until_it_is_done(
-    settings: Settings,
-) -> None:
-    runtime, producer = make_runtime(settings)
-    gen = SampleGenerator(
-        runtime.codec, runtime.catalog.current(), settings.schema_dir, seed=6, broken_share=0.0
-    )
-    batches = _batches(list(gen.records(70)), 10)
-    gate = producer.commit_gate = threading.Event()
-    runtime.commit_due = lambda _idle: runtime._open  # type: ignore[method-assign]
-    decided: list[int] = []
-    decide = runtime.decide
-
-    def counting(records: Any) -> Any:
-        decided.append(len(records))
-        return decide(records)
-
-    runtime.decide = counting  # type: ignore[method-assign]
-    open_while_held: list[int] = []
-
-    def until() -> bool:
-        if not gate.is_set():
-            if len(decided) == 1 + DECIDED_AHEAD:  # the first commit still runs
-                open_while_held.append(len(producer.open))
-                gate.set()
-            return False
-        return len(producer.committed) == 70
-
-    # Batches wait behind each one while the first commit runs; none once it is done.
-    fatal = _run(settings, runtime, batches, until, idle=gate.is_set)
-
-    assert fatal == []
-    # Only the first batch was in its transaction; the next four waited, decided, for it,
-    # and went into the next transaction together, in order, with the offsets of the last.
-    assert open_while_held == [10]
-    one = ["begin", "offsets", "commit:10"]
-    assert producer.log == [*one, "begin", "offsets", "commit:40", *one, *one]
-    assert producer.offsets == [[(0, 10)], [(0, 50)], [(0, 60)], [(0, 70)]]
 
 
 def test_too_many_internal_errors_in_a_row_stop_the_worker(settings: Settings) -> None:
