@@ -35,8 +35,9 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import (
     Consumer,
@@ -55,6 +56,7 @@ from connectors.consent import ConsentPublisher
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
 from streams.core.consent import Consent
+from streams.ingest.decision import Outcome
 from streams.ingest.pool_state import Verdict
 from streams.ingest.runtime import Runtime
 from streams.kafka.batch_reader import unpack
@@ -205,10 +207,17 @@ def _say(msg: str) -> None:
 
 
 def _raw_pipe(
-    bench: Settings, src: str, dst: str, group: str, n: int, timeout: float
+    bench: Settings,
+    src: str,
+    dst: str,
+    group: str,
+    n: int,
+    timeout: float,
+    decide: Callable[[Sequence[Message]], Iterable[Outcome]] | None = None,
 ) -> tuple[int, float]:
     """Consume ``src`` and re-produce each message to ``dst`` the way the worker emits:
     per batch, produce with a delivery callback, flush, then store the batch's offsets.
+    ``decide``: each batch's outcomes are produced instead (in their partitions).
 
     Returns the records acknowledged and the time (epoch s) the last flush returned.
     """
@@ -221,6 +230,15 @@ def _raw_pipe(
             failures.append(str(err))
 
     produce = p.produce
+
+    def send(value: bytes | None, key: bytes | None, partition: int, headers: Any) -> None:
+        while True:
+            try:
+                produce(dst, value, key, partition, on_delivery=on_delivery, headers=headers)
+                return
+            except BufferError:
+                p.poll(0.05)
+
     c.subscribe([src])
     done = 0
     acked_at = 0.0
@@ -230,16 +248,15 @@ def _raw_pipe(
             batch = [m for m in c.consume(bench.batch_size, 0.1) if m.error() is None]
             if not batch:
                 continue
-            for m in batch:
-                while True:
-                    try:
-                        produce(dst, m.value(), m.key(), on_delivery=on_delivery)
-                        break
-                    except BufferError:
-                        p.poll(0.05)
+            if decide is None:
+                for m in batch:
+                    send(m.value(), m.key(), -1, None)  # -1: the partitioner's choice
+            else:
+                for out in decide(batch):
+                    send(out.value, out.key, out.partition, out.headers)
             left = p.flush(60)
             if left or failures:
-                raise RuntimeError(f"raw pipe: {left} undelivered, failures: {failures[:5]}")
+                raise RuntimeError(f"pipe to {dst}: {left} undelivered, failures: {failures[:5]}")
             acked_at = time.time()
             c.store_offsets(offsets=_next_offsets(batch))
             done += len(batch)
@@ -267,55 +284,16 @@ def _decided_pipe(
     worker's own :class:`~streams.ingest.decision.Ingestor` (catalog, units, consent,
     collection spec, pool records with provenance; no pool state, as before the
     exactly-once change) deciding each batch, every outcome produced to ``dst`` in its
-    partition, flushed, then the batch's offsets stored.
-
-    Returns the records acknowledged and the time (epoch s) the last flush returned."""
+    partition, flushed, then the batch's offsets stored."""
     runtime = Runtime(bench.streams)
     runtime.start()
     runtime.ingestor.state = _NoDedup()  # type: ignore[assignment]
-    c = Consumer(bench.kafka.consumer(group, **READER_OVERRIDES))
-    p = idempotent_producer(bench.kafka)
-    failures: list[str] = []
-
-    def on_delivery(err: KafkaError | None, _msg: object) -> None:
-        if err is not None:
-            failures.append(str(err))
-
-    produce = p.produce
-    c.subscribe([src])
-    done = 0
-    acked_at = 0.0
-    deadline = time.monotonic() + timeout
     try:
-        while done < n and time.monotonic() < deadline:
-            batch = [m for m in c.consume(bench.batch_size, 0.1) if m.error() is None]
-            if not batch:
-                continue
-            records, _ = unpack(batch)
-            for out in runtime.decide(records):
-                while True:
-                    try:
-                        produce(
-                            dst,
-                            out.value,
-                            out.key,
-                            partition=out.partition,
-                            headers=out.headers,
-                            on_delivery=on_delivery,
-                        )
-                        break
-                    except BufferError:
-                        p.poll(0.05)
-            left = p.flush(60)
-            if left or failures:
-                raise RuntimeError(f"decided pipe: {left} undelivered, failures: {failures[:5]}")
-            acked_at = time.time()
-            c.store_offsets(offsets=_next_offsets(batch))
-            done += len(batch)
+        return _raw_pipe(
+            bench, src, dst, group, n, timeout, lambda batch: runtime.decide(unpack(batch)[0])
+        )
     finally:
-        c.close()
         runtime.close()
-    return done, acked_at
 
 
 def _txn_pipe(

@@ -112,6 +112,9 @@ class FakeMessage:
     def offset(self) -> int:
         return self._offset
 
+    def error(self) -> None:
+        return None
+
 
 class Source:
     """The reader's side the agent uses: the channel, group metadata, idleness."""

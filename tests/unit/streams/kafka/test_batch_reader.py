@@ -10,24 +10,8 @@ from typing import Any
 
 from streams.app import create_app
 from streams.ingest.reader import CollectReader
+from tests.unit.streams.ingest.test_agent import FakeMessage
 from xiangyun.settings import Settings
-
-
-class _Msg:
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return "unit.collect"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
 
 
 class _Consumer:
@@ -37,12 +21,12 @@ class _Consumer:
         self.reads = 0
         self.lock = threading.Lock()
 
-    def consume(self, _n: int, _timeout: float) -> list[_Msg]:
+    def consume(self, _n: int, _timeout: float) -> list[FakeMessage]:
         with self.lock:
             self.reads += 1
-            return [_Msg(self.reads)]
+            return [FakeMessage(b"k", b"v", self.reads)]
 
-    def poll(self, _timeout: float) -> _Msg:
+    def poll(self, _timeout: float) -> FakeMessage:
         return self.consume(1, 0)[0]
 
     def consumer_group_metadata(self) -> object:
