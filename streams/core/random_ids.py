@@ -3,7 +3,7 @@
 ``uuid.uuid4()`` reads 16 bytes with ``os.urandom``, which releases the GIL for the system
 call; in a busy worker, taking it back waited up to a thread switch interval (5 ms) on
 every decision. Here ``os.urandom`` is read for many ids at once: the same randomness, one
-release per ``per_read`` ids.
+release per ``per_read`` ids. A forked child reads afresh: it never repeats its parent's ids.
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ class RandomIds:
         self._lock = threading.Lock()
         self._buffer = b""
         self._at = 0
+        self._pid = os.getpid()
 
     def hex(self) -> str:
         with self._lock:
-            if self._at >= len(self._buffer):
+            if self._at >= len(self._buffer) or self._pid != os.getpid():
                 self._buffer, self._at = os.urandom(16 * self._per_read), 0
+                self._pid = os.getpid()
             at = self._at
             self._at = at + 16
             raw = self._buffer[at : at + 16]

@@ -57,3 +57,21 @@ def test_ids_drawn_from_many_threads_never_repeat() -> None:
 def test_a_read_of_no_ids_is_refused() -> None:
     with pytest.raises(ValueError, match="per_read"):
         RandomIds(per_read=0)
+
+
+def test_a_forked_child_never_repeats_its_parents_ids() -> None:
+    ids = RandomIds()
+    ids.hex()  # the buffer is filled before the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        try:
+            os.write(write, ids.hex().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 32
+    assert child != ids.hex()
