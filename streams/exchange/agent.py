@@ -28,7 +28,7 @@ from streams.exchange.lease import Lease
 from streams.exchange.runtime import ExchangeRuntime
 from streams.ingest.reader import CollectReader
 from streams.ingest.runtime import die
-from streams.kafka.batch_reader import Barrier, unpack
+from streams.kafka.batch_reader import Barrier, crash_only, report_once, unpack
 from streams.kafka.config import StreamsConfig
 
 __all__ = ["ExchangeService", "RequestReader", "register_exchange"]
@@ -174,6 +174,7 @@ def register_exchange(
 ) -> ExchangeService:
     """Run the exchange in ``app``'s worker (when this worker holds the exchange lease):
     requests answered, subscriptions delivered, every decision in the access log."""
+    on_fatal = report_once(on_fatal)  # a failed commit: its callback, then its await
     runtime = ExchangeRuntime(config, metrics)
     topics = runtime.topics
     client = redis_client or redis.Redis.from_url(config.redis_url)
@@ -201,6 +202,7 @@ def register_exchange(
     request_topic = f"{topics.prefix}.request."
 
     @app.agent(reader.channel, name="exchange")
+    @crash_only(on_fatal)
     async def exchange(items: faust.StreamT[Any]) -> None:
         loop = asyncio.get_running_loop()
         commit: asyncio.Future[int] | None = None

@@ -20,7 +20,7 @@ from confluent_kafka import Message
 
 from streams.ingest.decision import Outcome
 from streams.ingest.runtime import die
-from streams.kafka.batch_reader import Barrier, Offsets, unpack
+from streams.kafka.batch_reader import Barrier, Offsets, crash_only, report_once, unpack
 
 __all__ = ["BatchSource", "Transactional", "register_ingest"]
 
@@ -49,9 +49,11 @@ def register_ingest(
     source: BatchSource,
     on_fatal: Callable[[BaseException], None] = die,
 ) -> None:
+    on_fatal = report_once(on_fatal)  # a failed commit: its callback, then its await
     metrics = runtime.metrics
 
     @app.agent(source.channel, name="ingest")
+    @crash_only(on_fatal)
     async def ingest(items: faust.StreamT[Any]) -> None:
         loop = asyncio.get_running_loop()
         commit: asyncio.Future[int] | None = None

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -38,7 +39,9 @@ __all__ = [
     "KeepingChannel",
     "Offsets",
     "Record",
+    "crash_only",
     "next_offsets",
+    "report_once",
     "unpack",
 ]
 
@@ -52,6 +55,41 @@ Offsets = dict[tuple[str, int], int]
 
 #: a message as the decisions see it, free of Kafka: key, value, topic, partition, offset
 Record = tuple[bytes | None, bytes | None, str, int, int]
+
+
+def report_once(on_fatal: Callable[[BaseException], object]) -> Callable[[BaseException], None]:
+    """``on_fatal`` called once per failure: a failed commit is reported by its callback at
+    once and raised again where the agent awaits it."""
+    seen: list[BaseException] = []
+
+    def report(exc: BaseException) -> None:
+        if not any(e is exc for e in seen):
+            seen.append(exc)
+            on_fatal(exc)
+
+    return report
+
+
+def crash_only(
+    on_fatal: Callable[[BaseException], object],
+) -> Callable[[Callable[[Any], Awaitable[None]]], Callable[[Any], Awaitable[None]]]:
+    """An agent that fails mid-batch (its own bug, a producer gone fatal) ends the worker
+    instead of being restarted by Faust's supervisor: a restarted agent would commit the
+    next batch past the one it lost, or wait forever for an on-demand reader. What was not
+    committed is read again by the partitions' next owner."""
+
+    def wrap(agent: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        @functools.wraps(agent)
+        async def run(items: Any) -> None:
+            try:
+                await agent(items)
+            except Exception as exc:
+                log.critical("agent %s failed: %s", agent.__name__, exc, exc_info=True)
+                on_fatal(exc)
+
+        return run
+
+    return wrap
 
 
 def unpack(messages: Sequence[Message]) -> tuple[list[Record], Offsets]:

@@ -20,7 +20,7 @@ import faust
 from confluent_kafka import Message
 
 from monitoring.metrics import VerificationMetrics
-from streams.kafka.batch_reader import Barrier, next_offsets
+from streams.kafka.batch_reader import Barrier, crash_only, next_offsets, report_once
 from streams.kafka.config import StreamsConfig
 from streams.verification.conflicts import ConflictTracker
 from streams.verification.reader import VerificationReader
@@ -44,6 +44,7 @@ def register_verifier(
 ) -> VerifyRuntime:
     """Run the verifier in ``app``'s worker: its reader, its agent and the tracker of open
     conflicts (metrics). Started with the worker; ``runtime.close()`` when it stops."""
+    on_fatal = report_once(on_fatal)  # a failed commit: its callback, then its await
     runtime = runtime or VerifyRuntime(config, metrics, registry=registry)
     runtime.start()
     stopping = False
@@ -68,6 +69,7 @@ def register_verifier(
     runtime.on_close.append(tracker.close)
 
     @app.agent(reader.channel, name="verify")
+    @crash_only(on_fatal)
     async def verify(items: faust.StreamT[Any]) -> None:
         nonlocal stopping
         loop = asyncio.get_running_loop()

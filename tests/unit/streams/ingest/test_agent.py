@@ -155,12 +155,21 @@ def _run(settings: Settings, runtime: Runtime, items: list[Any], until: Any) -> 
         register_ingest(app, runtime, source, on_fatal=fatal.append)
         agent = app.agents["ingest"]
         async with agent.test_context() as ctx:
-            for item in items:
-                await ctx.put(item)
+
+            async def feed() -> None:
+                for item in items:
+                    await ctx.put(item)  # returns once the agent took the item
+
+            # Fed alongside: an agent that ended takes no more items.
+            feeding = asyncio.ensure_future(feed())
             deadline = asyncio.get_running_loop().time() + 10
             while not until() and not fatal:
                 assert asyncio.get_running_loop().time() < deadline, "agent did not drain"
                 await asyncio.sleep(0.02)
+            if not fatal:
+                await asyncio.wait_for(feeding, 10)
+            feeding.cancel()
+            await asyncio.gather(feeding, return_exceptions=True)
 
     asyncio.run(run())
     return fatal
@@ -217,6 +226,34 @@ def test_a_barrier_commits_what_was_handed_over_before_it(settings: Settings) ->
 
     assert fatal == [] and barrier.ok
     assert len(producer.committed) == 20 and producer.open == []
+
+
+def test_a_failure_mid_batch_ends_the_worker_and_nothing_after_it_commits(
+    settings: Settings,
+) -> None:
+    # Faust restarts a crashed agent: it would have taken the next batch and committed it,
+    # with offsets past the batch it lost half-way through producing.
+    runtime, producer = make_runtime(settings)
+    gen = SampleGenerator(
+        runtime.codec, runtime.catalog.current(), settings.schema_dir, seed=7, broken_share=0.0
+    )
+    batches = _batches(list(gen.records(30)), 10)
+    produce = runtime.produce
+    calls: list[int] = []
+
+    def failing_second(outcomes: Any, offsets: Any) -> None:
+        calls.append(len(outcomes))
+        if len(calls) == 2:
+            raise RuntimeError("the producer is gone")
+        produce(outcomes, offsets)
+
+    runtime.produce = failing_second  # type: ignore[method-assign]
+
+    fatal = _run(settings, runtime, batches, lambda: False)
+
+    assert [type(e) for e in fatal] == [RuntimeError]
+    assert calls == [10, 10]  # the third batch was never produced
+    assert producer.offsets == [[(0, 10)]]  # only the first batch committed
 
 
 def test_too_many_internal_errors_in_a_row_stop_the_worker(settings: Settings) -> None:
