@@ -102,12 +102,31 @@ class Stack:
         self._pidfile(name).write_text(f"{proc.pid}\n")
         return proc.pid
 
-    def _wait(self, name: str, check: Callable[[], bool], timeout: float, pid: int | None) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def _wait(
+        self,
+        name: str,
+        check: Callable[[], bool],
+        timeout: float,
+        pid: int | None,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
+        """Until ``check()``; a service that is ``busy()`` (loading its data) is given more
+        time as long as its process lives, with a line of progress every 10 s."""
+        began = time.monotonic()
+        deadline = began + timeout
+        said = began
+        while True:
             if check():
                 return
             if pid is not None and not Path(f"/proc/{pid}").exists():
+                break
+            now = time.monotonic()
+            if busy is not None and busy():
+                deadline = max(deadline, now + timeout)
+                if now - said >= 10:
+                    _log(f"{name} is still loading its data ({now - began:.0f} s) ...")
+                    said = now
+            elif now >= deadline:
                 break
             time.sleep(0.25)
         tail = ""
@@ -277,18 +296,33 @@ class Stack:
         self._wait("kafka", self._kafka_answers, 90, pid)
 
     # -- Redis -------------------------------------------------------------------------
-    def _redis_answers(self) -> bool:
+    def _redis_state(self) -> str:
+        """``ready``, ``loading`` (replaying its append-only file) or ``down``."""
         if not _port_open(self.s.redis_port):
-            return False
+            return "down"
         import redis
 
         try:
-            return bool(redis.Redis.from_url(self.s.redis_url, socket_timeout=1).ping())
+            ok = redis.Redis.from_url(self.s.redis_url, socket_timeout=1).ping()
+        except redis.exceptions.BusyLoadingError:
+            return "loading"
         except Exception:
-            return False
+            return "down"
+        return "ready" if ok else "down"
+
+    def _redis_answers(self) -> bool:
+        return self._redis_state() == "ready"
 
     def redis_up(self) -> None:
         if self._redis_answers():
+            return
+
+        def loading() -> bool:
+            return self._redis_state() == "loading"
+
+        running = self._our_pid("redis")
+        if running:  # ours, still starting or loading a large data set: wait for it
+            self._wait("redis", self._redis_answers, 30, running, busy=loading)
             return
         rdir = self.root / "redis"
         rdir.mkdir(parents=True, exist_ok=True)
@@ -314,7 +348,7 @@ class Stack:
             ],
             cwd=rdir,
         )
-        self._wait("redis", self._redis_answers, 30, pid)
+        self._wait("redis", self._redis_answers, 30, pid, busy=loading)
 
     # -- Prometheus --------------------------------------------------------------------
     def _prometheus_answers(self) -> bool:
