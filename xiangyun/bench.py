@@ -234,7 +234,8 @@ def _raw_pipe(
     def send(value: bytes | None, key: bytes | None, partition: int, headers: Any) -> None:
         while True:
             try:
-                produce(dst, value, key, partition, on_delivery=on_delivery, headers=headers)
+                # positionally, as the worker produces (cheaper than by keyword)
+                produce(dst, value, key, partition, None, on_delivery, 0, headers)
                 return
             except BufferError:
                 p.poll(0.05)
@@ -268,12 +269,10 @@ def _raw_pipe(
 class _NoDedup:
     """The at-least-once path had no pool state: every version is an update."""
 
-    def decide(
-        self, _partition: int, _key: bytes, _version: int, _observed: int, _fp: bytes
-    ) -> tuple[Verdict, int | None]:
+    def decide(self, _partition: int, _key: bytes, _state: bytes) -> tuple[Verdict, None]:
         return Verdict.UPDATE, None
 
-    def undo(self, _partition: int, _key: bytes, _previous: int | None) -> None:
+    def undo(self, _partition: int, _key: bytes, _previous: bytes | None) -> None:
         pass
 
 
@@ -730,7 +729,7 @@ def state_bytes_per_key(keys: int = 1_000_000) -> float:
     tracemalloc over ``keys`` distinct keys (realistic versions, times and fingerprints)."""
     import tracemalloc
 
-    from streams.ingest.pool_state import PoolState, content_fingerprint
+    from streams.ingest.pool_state import PoolState, content_fingerprint, pack_state
 
     state = PoolState()
     t0 = 1_790_000_000_000
@@ -738,7 +737,7 @@ def state_bytes_per_key(keys: int = 1_000_000) -> float:
     before = tracemalloc.get_traced_memory()[0]
     for i in range(keys):
         key = f"population.resident|2201{i:014d}".encode()
-        state.decide(i % 4, key, i % 7 + 1, t0 + i, content_fingerprint(key))
+        state.decide(i % 4, key, pack_state(i % 7 + 1, t0 + i, content_fingerprint(key)))
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert len(state) == keys

@@ -307,7 +307,8 @@ class Ingestor:
                 provider if provider in self._known_units() else "unknown",
             )
         fingerprint = content_fingerprint(payload_bytes)
-        verdict, previous = self.state.decide(partition, key, version, observed_at_ms, fingerprint)
+        state = pack_state(version, observed_at_ms, fingerprint)
+        verdict, previous = self.state.decide(partition, key, state)
         if verdict is not Verdict.UPDATE:
             current_version, current_observed = current_of(previous)
             superseded = self._write_superseded(
@@ -370,7 +371,7 @@ class Ingestor:
             None,
             resource.id,
             partition,
-            [(STATE_HEADER, pack_state(version, observed_at_ms, fingerprint))],
+            [(STATE_HEADER, state)],
             provider,
         )
 

@@ -1,11 +1,16 @@
 """What each pool holds per key (去重与动态更新), articles 19 to 21: collect once, update
 dynamically.
 
-Per collect partition, one dict from the key's hash to its current version packed into one
-int: ``version << 128 | observed_at_ms << 64 | content fingerprint``. That is about 120
-bytes a key in CPython (a dict slot, a small int key, a 192-bit int value), against 235
-for a dict of bytes keys to tuples. The key hash is Python's keyed SipHash of the key
-bytes: an adversary cannot aim collisions at it, and the state is rebuilt in each process.
+Per collect partition, one dict from the key's hash to its current version as the 24 bytes
+of its :data:`STATE_HEADER`: version, observed-at (big-endian signed, both non-negative) and
+content fingerprint. That is about 135 bytes a key in CPython (a dict slot, the hash as an
+int, a 24-byte bytes value), against 235 for a dict of bytes keys to tuples. The header's own
+bytes are the value: an update stores what it writes to the pool, a restore what it reads,
+and non-negative big-endian numbers compare as bytes the way they compare as numbers, so a
+verdict needs no arithmetic (0.4 us a verdict, against 0.67 for a 192-bit int packing the
+same three numbers, which took 13 bytes a key less).
+The key hash is Python's keyed SipHash of the key bytes: an adversary cannot aim collisions
+at it, and the state is rebuilt in each process.
 
 The state is derived from the pool topics alone (their records carry the packed value in
 the :data:`STATE_HEADER` header), so a worker assigned a collect partition rebuilds it from
@@ -35,10 +40,13 @@ __all__ = [
 #: Kafka header of every pool record: version, observed-at and fingerprint, 24 bytes
 STATE_HEADER = "xy-state"
 _STATE = struct.Struct(">qqQ")
+_STATE_SIZE = _STATE.size
+_WHEN = struct.Struct(">qq")  # version, observed-at: the first 16 bytes
+_WHEN_SIZE = _WHEN.size
+_I64 = (1 << 63) - 1
 #: Kafka header of evidence records (kept as collected): source partition, offset, topic
 SOURCE_HEADER = "xy-source"
 _SOURCE = struct.Struct(">iq")
-_M64 = (1 << 64) - 1
 
 
 class Verdict(StrEnum):
@@ -48,11 +56,12 @@ class Verdict(StrEnum):
     VERSION_CONFLICT = "VERSION_CONFLICT"
 
 
-def current_of(packed: int | None) -> tuple[int, int]:
-    """(version, observed-at) of a packed state value; (-1, -1) for none."""
-    if packed is None:
+def current_of(state: bytes | None) -> tuple[int, int]:
+    """(version, observed-at) of a packed state; (-1, -1) for none."""
+    if state is None:
         return -1, -1
-    return packed >> 128, (packed >> 64) & _M64
+    version, observed = _WHEN.unpack_from(state)
+    return version, observed
 
 
 def content_fingerprint(payload: bytes) -> bytes:
@@ -71,7 +80,14 @@ def unpack_source(raw: bytes) -> tuple[str, int, int]:
 
 
 def pack_state(version: int, observed_at_ms: int, fingerprint: bytes) -> bytes:
-    return _STATE.pack(version, observed_at_ms, int.from_bytes(fingerprint, "big"))
+    """The :data:`STATE_HEADER` of a version; ``version`` and ``observed_at_ms`` must be
+    non-negative (the decision rejects others before), ``fingerprint`` 8 bytes."""
+    if not (0 <= version <= _I64 and 0 <= observed_at_ms <= _I64 and len(fingerprint) == 8):
+        raise ValueError(
+            f"state of version {version}, observed at {observed_at_ms}, fingerprint of "
+            f"{len(fingerprint)} bytes: versions and times are non-negative, fingerprints 8 bytes"
+        )
+    return _WHEN.pack(version, observed_at_ms) + fingerprint
 
 
 def unpack_state(raw: bytes) -> tuple[int, int, int]:
@@ -83,34 +99,33 @@ class PoolState:
     """Current version per key, per collect partition."""
 
     def __init__(self) -> None:
-        self._parts: dict[int, dict[int, int]] = {}
+        self._parts: dict[int, dict[int, bytes]] = {}
 
-    def decide(
-        self, partition: int, key: bytes, version: int, observed_at_ms: int, fingerprint: bytes
-    ) -> tuple[Verdict, int | None]:
-        """The verdict on an incoming version and the packed current value it was compared
-        with (None for a new key: read it with :func:`current_of`). An update becomes the
-        current version at once; :meth:`undo` takes it back if its output cannot be built."""
-        keys = self._parts.setdefault(partition, {})
+    def decide(self, partition: int, key: bytes, state: bytes) -> tuple[Verdict, bytes | None]:
+        """The verdict on an incoming version (its :func:`pack_state`) and the current state
+        it was compared with (None for a new key: read it with :func:`current_of`). An
+        update becomes the current version at once; :meth:`undo` takes it back if its
+        output cannot be built."""
+        keys = self._parts.get(partition)
+        if keys is None:
+            keys = self._parts[partition] = {}
         h = hash(key)
-        fp = int.from_bytes(fingerprint, "big")
-        packed = (version << 128) | (observed_at_ms << 64) | fp
         cur = keys.get(h)
         if cur is None:
-            keys[h] = packed
+            keys[h] = state
             return Verdict.UPDATE, None
-        if cur & _M64 == fp:
+        if cur.endswith(state[_WHEN_SIZE:]):  # the same content, whatever its version
             return Verdict.DUPLICATE, cur
-        cver, cobs = cur >> 128, (cur >> 64) & _M64
-        if version < cver or (version == cver and observed_at_ms < cobs):
+        when, cur_when = state[:_WHEN_SIZE], cur[:_WHEN_SIZE]
+        if when < cur_when:  # an older version, or the same one observed earlier
             return Verdict.STALE, cur
-        if version == cver and observed_at_ms == cobs:
+        if when == cur_when:
             return Verdict.VERSION_CONFLICT, cur
-        keys[h] = packed
+        keys[h] = state
         return Verdict.UPDATE, cur
 
-    def undo(self, partition: int, key: bytes, previous: int | None) -> None:
-        """Put back the value :meth:`decide` replaced."""
+    def undo(self, partition: int, key: bytes, previous: bytes | None) -> None:
+        """Put back the state :meth:`decide` replaced."""
         keys = self._parts.setdefault(partition, {})
         if previous is None:
             keys.pop(hash(key), None)
@@ -119,11 +134,17 @@ class PoolState:
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes]]) -> int:
         """Replace a partition's state with the latest of ``(key, state header)`` pairs in
-        log order (a compacted pool partition, read to its end); returns the keys held."""
-        keys: dict[int, int] = {}
+        log order (a compacted pool partition, read to its end); returns the keys held.
+        A header that is not a state (wrong length, a negative number) is refused: the
+        pool topics are written by the ingest alone."""
+        keys: dict[int, bytes] = {}
         for key, raw in records:
-            version, observed, fp = _STATE.unpack(raw)
-            keys[hash(key)] = (version << 128) | (observed << 64) | fp
+            if len(raw) != _STATE_SIZE or raw[0] >= 0x80 or raw[8] >= 0x80:
+                raise ValueError(
+                    f"pool record {key!r:.80} has a {STATE_HEADER} header of {len(raw)} bytes "
+                    f"that is not a state (24 bytes, non-negative version and time)"
+                )
+            keys[hash(key)] = raw
         self._parts[partition] = keys
         return len(keys)
 

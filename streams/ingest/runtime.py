@@ -356,11 +356,13 @@ class Runtime:
         # No delivery callback: a message that fails makes the commit fail (abortable), so
         # nothing is acknowledged that was not written; a callback per record cost a GIL
         # hand-over each on the committing thread.
+        # Positionally (topic, value, key, partition, callback, on_delivery, timestamp,
+        # headers): a quarter cheaper than by keyword.
         for out in outcomes:
             while True:
                 try:
                     produce(
-                        out.topic, out.value, out.key, partition=out.partition, headers=out.headers
+                        out.topic, out.value, out.key, out.partition, None, None, 0, out.headers
                     )
                     break
                 except BufferError:  # local queue full: let librdkafka drain it

@@ -50,8 +50,18 @@ class TxnProducer:
         assert not self.open, "a transaction begun inside another"
         self.log.append("begin")
 
-    def produce(self, topic: str, value: bytes, key: bytes | None, **kw: Any) -> None:
-        self.open.append((topic, value, kw["partition"]))
+    def produce(  # confluent-kafka's signature, positions and names
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int = -1,
+        callback: Any = None,
+        on_delivery: Any = None,
+        timestamp: int = 0,
+        headers: Any = None,
+    ) -> None:
+        self.open.append((topic, value, partition))
 
     def poll(self, _t: float) -> int:
         return 0
