@@ -268,7 +268,10 @@ class BatchReader(mode.Service):
                     continue
                 if self.assigned:
                     self._metadata = consumer.consumer_group_metadata()
-                batch = [m for m in msgs if not self._is_error(m)]
+                batch = [m for m in msgs if m.error() is None]
+                if len(batch) != len(msgs):  # rare: say what they were
+                    for m in msgs:
+                        self._is_error(m)
                 if batch and demand is not None:
                     demand.clear()  # until the agent is done with this one
                 if batch and not self._put(batch, loop):

@@ -30,6 +30,7 @@ from streams.kafka.batch_reader import Barrier
 from streams.kafka.topics import Topics
 from streams.units.model import UnitRegister
 from streams.wire.codec import Schema, encode
+from tests.unit.kafka_fakes import FakeMessage
 from xiangyun.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -98,32 +99,6 @@ def make_runtime(settings: Settings) -> tuple[Runtime, TxnProducer]:
     producer = TxnProducer()
     runtime._producer = producer  # type: ignore[assignment]
     return runtime, producer
-
-
-class FakeMessage:
-    """The part of confluent_kafka.Message the agent reads."""
-
-    def __init__(self, key: bytes, value: bytes, offset: int) -> None:
-        self._kv = (key, value)
-        self._offset = offset
-
-    def key(self) -> bytes:
-        return self._kv[0]
-
-    def value(self) -> bytes:
-        return self._kv[1]
-
-    def topic(self) -> str:
-        return "unit.collect"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def error(self) -> None:
-        return None
 
 
 class Source:

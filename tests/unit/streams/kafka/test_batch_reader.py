@@ -4,26 +4,45 @@ thread): one batch read ahead while the agent decides, or read only when the age
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from typing import Any
 
+import pytest
+from confluent_kafka import KafkaError
+
 from streams.app import create_app
 from streams.ingest.reader import CollectReader
-from tests.unit.streams.ingest.test_agent import FakeMessage
+from tests.unit.kafka_fakes import FakeMessage
 from xiangyun.settings import Settings
 
 
-class _Consumer:
-    """Always has one more message; counts how often it was asked."""
+class _Event(FakeMessage):
+    """What librdkafka hands over among the messages: an end of partition, an error."""
 
-    def __init__(self) -> None:
+    def __init__(self, code: int) -> None:
+        super().__init__(b"", b"", -1)
+        self._code = code
+
+    def error(self) -> KafkaError:  # type: ignore[override]
+        return KafkaError(self._code)
+
+
+class _Consumer:
+    """Always has one more message (the first read with ``events`` around it); counts how
+    often it was asked."""
+
+    def __init__(self, events: list[FakeMessage] | None = None) -> None:
         self.reads = 0
         self.lock = threading.Lock()
+        self.events = events or []
 
     def consume(self, _n: int, _timeout: float) -> list[FakeMessage]:
         with self.lock:
             self.reads += 1
+            if self.reads == 1 and self.events:
+                return [self.events[0], FakeMessage(b"k", b"v", 1), *self.events[1:]]
             return [FakeMessage(b"k", b"v", self.reads)]
 
     def poll(self, _timeout: float) -> FakeMessage:
@@ -53,12 +72,15 @@ def _until(condition: Any, timeout: float = 5.0) -> None:
         time.sleep(0.001)
 
 
-def _run_reader(on_demand: bool) -> tuple[list[int], int, int]:
-    """The offsets of the first two batches the agent got, reads before and after ready()."""
+def _run_reader(
+    on_demand: bool, consumer: _Consumer | None = None
+) -> tuple[list[int], int, int, list[Any]]:
+    """The offsets of the first two batches the agent got, reads before and after ready(),
+    and the first batch."""
     settings = Settings.from_env({}, topic_prefix="unit", app_id="unit-batches")
-    consumer = _Consumer()
+    consumer = consumer or _Consumer()
 
-    async def run() -> tuple[list[int], int, int]:
+    async def run() -> tuple[list[int], int, int, list[Any]]:
         app = create_app(settings.streams)
         app.flow_control.resume()
         reader = CollectReader(app, settings.streams, "unit.collect", on_demand=on_demand)
@@ -85,7 +107,7 @@ def _run_reader(on_demand: bool) -> tuple[list[int], int, int]:
             reader.ready()
             second = await asyncio.wait_for(subscriber.get(), 5)
             got: list[Any] = [first, second]
-            return [b[0].offset() for b in got], before, consumer.reads
+            return [b[0].offset() for b in got], before, consumer.reads, first
         finally:
             reader._stopping.set()
             reader.ready()
@@ -95,13 +117,27 @@ def _run_reader(on_demand: bool) -> tuple[list[int], int, int]:
 
 
 def test_an_on_demand_reader_reads_only_when_the_agent_asks() -> None:
-    offsets, before, after = _run_reader(on_demand=True)
+    offsets, before, after, _first = _run_reader(on_demand=True)
     assert before == 1  # nothing read while the agent held its batch
     assert offsets == [1, 2]  # the next batch was read after ready(), not before
     assert after >= 2
 
 
 def test_a_reader_reads_one_batch_ahead_by_default() -> None:
-    offsets, before, _after = _run_reader(on_demand=False)
+    offsets, before, _after, _first = _run_reader(on_demand=False)
     assert before >= 2
     assert offsets == [1, 2]
+
+
+def test_events_among_the_messages_are_not_handed_over_and_errors_are_said(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[FakeMessage] = [
+        _Event(KafkaError._PARTITION_EOF),
+        _Event(KafkaError._TRANSPORT),
+    ]
+    with caplog.at_level(logging.WARNING, logger="streams.kafka.batch_reader"):
+        _offsets, _before, _after, first = _run_reader(False, _Consumer(events))
+    assert [m.offset() for m in first] == [1]  # the message alone
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "collect reader" in said[0]  # the error; the end silently
