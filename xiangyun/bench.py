@@ -27,6 +27,7 @@ and consumer group it created is deleted at the end, Faust's internal topics inc
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
@@ -132,6 +133,18 @@ class RunResult:
     txn_rate: float = 0.0
     view_rate: float = 0.0
     decided_rate: float = 0.0
+    loop_rate: float = 0.0  # (e)
+    loop_no_state_rate: float = 0.0  # (f)
+
+    @property
+    def loop_cost(self) -> float:
+        """(e)/(d): exactly once with the pool state, in-process, against at least once."""
+        return ratios([self.loop_rate], [self.decided_rate])[0]
+
+    @property
+    def txn_cost(self) -> float:
+        """(f)/(d): transactions alone (no pool state), in-process, against at least once."""
+        return ratios([self.loop_no_state_rate], [self.decided_rate])[0]
 
     @property
     def eos_cost(self) -> float:
@@ -193,6 +206,14 @@ class BenchResult:
     @property
     def views(self) -> Spread:
         return Spread.of(r.view_rate for r in self.runs)
+
+    @property
+    def loop_cost(self) -> Spread:
+        return Spread.of(r.loop_cost for r in self.runs)
+
+    @property
+    def txn_cost(self) -> Spread:
+        return Spread.of(r.txn_cost for r in self.runs)
 
     @property
     def complete(self) -> bool:
@@ -293,6 +314,63 @@ def _decided_pipe(
         )
     finally:
         runtime.close()
+
+
+def _fixed(value: object) -> Callable[[], object]:
+    return lambda: value
+
+
+def _eos_loop(
+    bench: Settings, src: str, group: str, n: int, timeout: float, pool_state: bool
+) -> tuple[int, float]:
+    """(e) the worker's exactly-once ingest without the worker: its :class:`Runtime`
+    deciding each batch (with the pool state, or (f) without it), outputs and offsets
+    committed together as the agent commits them, each commit on a thread while the next
+    batch is decided. (b)/(e) is what the worker's process (reader thread, Faust) costs."""
+    runtime = Runtime(bench.streams)
+    runtime.start()
+    if not pool_state:
+        runtime.ingestor.state = _NoDedup()  # type: ignore[assignment]
+    c = Consumer(
+        bench.kafka.consumer(
+            group,
+            **{
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.max.bytes": 52_428_800,
+                "partition.assignment.strategy": "range",
+            },
+        )
+    )
+    committing = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bench-commit")
+    pending: concurrent.futures.Future[int] | None = None
+    c.subscribe([src])
+    done = 0
+    acked_at = 0.0
+    deadline = time.monotonic() + timeout
+    try:
+        while done < n and time.monotonic() < deadline:
+            batch = [m for m in c.consume(bench.batch_size, 0.1) if m.error() is None]
+            if not batch:
+                continue
+            records, offsets = unpack(batch)
+            outcomes = runtime.decide(records)
+            if pending is not None:
+                pending.result()
+                acked_at = time.time()
+            runtime.produce(outcomes, offsets)
+            done += len(batch)
+            if runtime.commit_due(done >= n):
+                # the group metadata as of now, read on this thread (the consumer's)
+                pending = committing.submit(runtime.commit, _fixed(c.consumer_group_metadata()))
+        if pending is not None:
+            pending.result()
+            acked_at = time.time()
+    finally:
+        committing.shutdown()
+        c.close()
+        runtime.close()
+    return done, acked_at
 
 
 def _txn_pipe(
@@ -683,7 +761,32 @@ def _one_run(
     _say(f"{tag} (c) views: replaying the pool topics into Redis ...")
     view_rate = _view_rate(run, registry)
     _say(f"{tag} (c) {view_rate:,.0f} pool records/s into Redis")
-    return RunResult(raw_rate, raw_n, ingest_rate, tally.total, peak, txn_rate, view_rate, alo_rate)
+    # Last: they write into the pool topics (the worker of (b) restored from them).
+    loops: list[float] = []
+    for name, with_state in (("e", True), ("f", False)):
+        what = "with" if with_state else "without"
+        _say(f"{tag} ({name}) exactly once in-process, {what} the pool state ...")
+        loop_group = f"{run.app_id}-loop-{name}"
+        groups.append(loop_group)
+        loop_start = end_offsets(run, topics.outcomes)
+        loop_n, loop_at = _eos_loop(
+            run, topics.collect_pattern, loop_group, records, 600, with_state
+        )
+        _, loop_first = _first_timestamp(run, loop_start, loop_n, read_committed=True)
+        loops.append(rate(loop_n, loop_first, loop_at) if loop_n == records else 0.0)
+        _say(f"{tag} ({name}) {loop_n:,} records committed, {loops[-1]:,.0f}/s")
+    return RunResult(
+        raw_rate,
+        raw_n,
+        ingest_rate,
+        tally.total,
+        peak,
+        txn_rate,
+        view_rate,
+        alo_rate,
+        loop_rate=loops[0],
+        loop_no_state_rate=loops[1],
+    )
 
 
 def render(r: BenchResult) -> str:
@@ -702,14 +805,20 @@ def render(r: BenchResult) -> str:
         f"ratio (b)/(t), per run       {r.ingest_vs_txn.format('.2f')}",
         f"ratio (b)/(d), per run       {r.eos_cost.format('.2f')}  "
         "(exactly once against at least once, same decision)",
+        f"ratio (e)/(d), per run       {r.loop_cost.format('.2f')}  "
+        "(the same, in-process: no worker around it)",
+        f"ratio (f)/(d), per run       {r.txn_cost.format('.2f')}  "
+        "(in-process, no pool state: what transactions cost)",
         f"worker peak memory (VmHWM)   {Spread.of(x.worker_peak_mib for x in r.runs).format()} MiB",
         "",
-        "run   (a) raw/s   (t) txn/s   (d) alo/s   (b) ingest/s   (c) views/s   (b)/(d)   outcomes",
+        "run   (a) raw/s   (t) txn/s   (d) alo/s   (b) ingest/s   (c) views/s   (e) loop/s"
+        "   (f) no state/s   (b)/(d)   outcomes",
     ]
     for i, x in enumerate(r.runs, 1):
         lines.append(
             f"{i:>3} {x.raw_rate:>11,.0f} {x.txn_rate:>11,.0f} {x.decided_rate:>11,.0f} "
-            f"{x.ingest_rate:>14,.0f} {x.view_rate:>13,.0f} {x.eos_cost:>9.2f}   "
+            f"{x.ingest_rate:>14,.0f} {x.view_rate:>13,.0f} {x.loop_rate:>12,.0f} "
+            f"{x.loop_no_state_rate:>16,.0f} {x.eos_cost:>9.2f}   "
             f"{x.ingest_outcomes:,}/{r.records:,}"
         )
     lines += [

@@ -61,3 +61,17 @@ def test_what_exactly_once_costs_is_the_ingest_against_the_same_decision_at_leas
     assert r.eos_cost == Spread(0.9, 1.0, 1.2)
     assert "0.90 / 1.00 / 1.20" in render(r)
     assert RunResult(300, 100, 45, 100, 90.0).eos_cost == 0.0  # (d) not measured: no ratio
+
+
+def test_the_in_process_loops_split_the_cost_into_transactions_and_pool_state():
+    runs = [
+        RunResult(300, 100, 45, 100, 90.0, decided_rate=50, loop_rate=45, loop_no_state_rate=55),
+        RunResult(300, 100, 48, 100, 90.0, decided_rate=40, loop_rate=38, loop_no_state_rate=40),
+    ]
+    r = BenchResult(100, "test", runs)
+    assert r.loop_cost == Spread(0.9, 0.925, 0.95)
+    assert r.txn_cost == Spread(1.0, pytest.approx(1.05), 1.1)
+    text = render(r)
+    assert "(e)/(d), per run       0.90 / 0.93 / 0.95" in text
+    assert "(f)/(d), per run       1.00 / 1.05 / 1.10" in text
+    assert RunResult(300, 100, 45, 100, 90.0, loop_rate=45).loop_cost == 0.0  # no (d)
