@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from streams.kafka.lag import group_lag
+from streams.kafka.lag import GroupLag
 from streams.kafka.topics import Topics
 from streams.wire.codec import SchemaRegistry, decode
 from xiangyun.settings import Settings
@@ -66,20 +66,17 @@ def collect_topics(settings: Settings, topics: Topics) -> list[str]:
         names = c.list_topics(timeout=10).topics
     finally:
         c.close()
-    return sorted(t for t in names if topics.principal_of(t) is not None)
+    return sorted(filter(topics.is_collect, names))
 
 
 def collect_lag(settings: Settings, topics: Topics) -> int:
     """Records of every collect topic the ingest group has not committed (-1: unknown yet,
     while a transaction's offsets are not stable)."""
     try:
-        return sum(
-            n
-            for t in collect_topics(settings, topics)
-            for n in group_lag(settings.kafka, t, settings.ingest_group).values()
-        )
+        lag = GroupLag(settings.kafka).of(settings.ingest_group, topics.is_collect)
     except KafkaException:  # offsets of an open transaction are not stable yet
         return -1
+    return sum(lag.values())
 
 
 def wait_for_no_lag(settings: Settings, topics: Topics, timeout: float = 120.0) -> int:

@@ -35,7 +35,7 @@ from streams.kafka.batch_reader import Offsets
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import StreamsConfig
 from streams.kafka.consent_store import ConsentBook
-from streams.kafka.lag import group_lag
+from streams.kafka.lag import GroupLag
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_topics
 from streams.kafka.units_store import UnitsStore
@@ -172,6 +172,7 @@ class Runtime:
         self._offsets: Offsets = {}
         self._opened_at = 0.0
         self._tally: Counter[tuple[OutcomeKind, Pool | None, Reason | None, str]] = Counter()
+        self._lag: GroupLag | None = None
 
     def start(self) -> Runtime:
         self.units.start()
@@ -233,7 +234,7 @@ class Runtime:
                 meta = probe.list_topics(timeout=30).topics
             finally:
                 probe.close()
-        return sorted(t for t in meta if self.topics.principal_of(t) is not None)
+        return sorted(filter(self.topics.is_collect, meta))
 
     def close(self) -> None:
         self.metrics.up.set(0)
@@ -431,9 +432,10 @@ class Runtime:
     def report(self, group: str) -> None:
         self.metrics.catalog_in_force.set(sum(1 for r in self.catalog.current() if r.in_force))
         self.metrics.schemas.set(len(self.registry))
-        for collect in self.collect_topics():
-            for (topic, part), n in group_lag(self.config.kafka, collect, group).items():
-                self.metrics.lag.labels(topic, str(part)).set(n)
+        if self._lag is None:  # made on first use: no client before the worker runs
+            self._lag = GroupLag(self.config.kafka)
+        for (topic, part), n in self._lag.of(group, self.topics.is_collect).items():
+            self.metrics.lag.labels(topic, str(part)).set(n)
 
 
 def die(exc: BaseException, on_exit: Callable[[], None] | None = None) -> None:

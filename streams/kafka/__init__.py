@@ -12,7 +12,7 @@ from streams.kafka.config import (
     idempotent_producer,
 )
 from streams.kafka.follower import CompactedView, ViewError
-from streams.kafka.lag import group_lag
+from streams.kafka.lag import GroupLag, group_lag
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import CATALOG_MAX_MESSAGE_BYTES, Topics, ensure_topics
 from streams.kafka.units_store import UnitsStore, UnitsUnavailable
@@ -24,6 +24,7 @@ __all__ = [
     "CatalogStore",
     "CatalogUnavailable",
     "CompactedView",
+    "GroupLag",
     "KafkaConfig",
     "SchemaTopic",
     "StreamsConfig",

@@ -77,6 +77,10 @@ class Topics:
         principal = topic[len(stem) :]
         return principal if _PRINCIPAL.match(principal) else None
 
+    def is_collect(self, topic: str) -> bool:
+        """Whether ``topic`` is a principal's collect topic."""
+        return self.principal_of(topic) is not None
+
     def pool(self, pool: Pool) -> str:
         return f"{self.prefix}.pool.{pool.value}"
 
