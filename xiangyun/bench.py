@@ -293,7 +293,7 @@ class _NoDedup:
     def decide(self, _partition: int, _key: bytes, _state: bytes) -> tuple[Verdict, None]:
         return Verdict.UPDATE, None
 
-    def undo(self, _partition: int, _key: bytes, _previous: bytes | None) -> None:
+    def undo(self, _partition: int, _key: bytes, _previous: int | None) -> None:
         pass
 
 

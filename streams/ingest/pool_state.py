@@ -1,14 +1,14 @@
 """What each pool holds per key (去重与动态更新), articles 19 to 21: collect once, update
 dynamically.
 
-Per collect partition, one dict from the key's hash to its current version as the 24 bytes
-of its :data:`STATE_HEADER`: version, observed-at (big-endian signed, both non-negative) and
-content fingerprint. That is about 135 bytes a key in CPython (a dict slot, the hash as an
-int, a 24-byte bytes value), against 235 for a dict of bytes keys to tuples. The header's own
-bytes are the value: an update stores what it writes to the pool, a restore what it reads,
-and non-negative big-endian numbers compare as bytes the way they compare as numbers, so a
-verdict needs no arithmetic (0.4 us a verdict, against 0.67 for a 192-bit int packing the
-same three numbers, which took 13 bytes a key less).
+Per collect partition, one dict from the key's hash to its current version: the 24 bytes of
+its :data:`STATE_HEADER` (version, observed-at, both non-negative, and content fingerprint,
+big-endian) read as one 192-bit int. That is about 121 bytes a key in CPython (a dict slot,
+the hash as an int, the state as an int), against 235 for a dict of bytes keys to tuples.
+An update stores what it writes to the pool, a restore what it reads, each converted in one
+call; the verdict compares the int's high 128 bits (version, then observed-at) and its low
+64 (the fingerprint): 0.45 us a verdict, against 0.67 when the int was built from the three
+numbers by shifts.
 The key hash is Python's keyed SipHash of the key bytes: an adversary cannot aim collisions
 at it, and the state is rebuilt in each process.
 
@@ -44,6 +44,8 @@ _STATE_SIZE = _STATE.size
 _WHEN = struct.Struct(">qq")  # version, observed-at: the first 16 bytes
 _WHEN_SIZE = _WHEN.size
 _I64 = (1 << 63) - 1
+_M64 = (1 << 64) - 1
+_from_bytes = int.from_bytes
 #: Kafka header of evidence records (kept as collected): source partition, offset, topic
 SOURCE_HEADER = "xy-source"
 _SOURCE = struct.Struct(">iq")
@@ -56,12 +58,12 @@ class Verdict(StrEnum):
     VERSION_CONFLICT = "VERSION_CONFLICT"
 
 
-def current_of(state: bytes | None) -> tuple[int, int]:
-    """(version, observed-at) of a packed state; (-1, -1) for none."""
-    if state is None:
+def current_of(current: int | None) -> tuple[int, int]:
+    """(version, observed-at) of a key's current state (:meth:`PoolState.decide`); (-1, -1)
+    for none."""
+    if current is None:
         return -1, -1
-    version, observed = _WHEN.unpack_from(state)
-    return version, observed
+    return current >> 128, (current >> 64) & _M64
 
 
 def content_fingerprint(payload: bytes) -> bytes:
@@ -99,9 +101,9 @@ class PoolState:
     """Current version per key, per collect partition."""
 
     def __init__(self) -> None:
-        self._parts: dict[int, dict[int, bytes]] = {}
+        self._parts: dict[int, dict[int, int]] = {}
 
-    def decide(self, partition: int, key: bytes, state: bytes) -> tuple[Verdict, bytes | None]:
+    def decide(self, partition: int, key: bytes, state: bytes) -> tuple[Verdict, int | None]:
         """The verdict on an incoming version (its :func:`pack_state`) and the current state
         it was compared with (None for a new key: read it with :func:`current_of`). An
         update becomes the current version at once; :meth:`undo` takes it back if its
@@ -110,21 +112,22 @@ class PoolState:
         if keys is None:
             keys = self._parts[partition] = {}
         h = hash(key)
+        new = _from_bytes(state)
         cur = keys.get(h)
         if cur is None:
-            keys[h] = state
+            keys[h] = new
             return Verdict.UPDATE, None
-        if cur.endswith(state[_WHEN_SIZE:]):  # the same content, whatever its version
+        if not (cur ^ new) & _M64:  # the same content, whatever its version
             return Verdict.DUPLICATE, cur
-        when, cur_when = state[:_WHEN_SIZE], cur[:_WHEN_SIZE]
+        when, cur_when = new >> 64, cur >> 64  # (version, observed-at), as one number
         if when < cur_when:  # an older version, or the same one observed earlier
             return Verdict.STALE, cur
         if when == cur_when:
             return Verdict.VERSION_CONFLICT, cur
-        keys[h] = state
+        keys[h] = new
         return Verdict.UPDATE, cur
 
-    def undo(self, partition: int, key: bytes, previous: bytes | None) -> None:
+    def undo(self, partition: int, key: bytes, previous: int | None) -> None:
         """Put back the state :meth:`decide` replaced."""
         keys = self._parts.setdefault(partition, {})
         if previous is None:
@@ -137,14 +140,14 @@ class PoolState:
         log order (a compacted pool partition, read to its end); returns the keys held.
         A header that is not a state (wrong length, a negative number) is refused: the
         pool topics are written by the ingest alone."""
-        keys: dict[int, bytes] = {}
+        keys: dict[int, int] = {}
         for key, raw in records:
             if len(raw) != _STATE_SIZE or raw[0] >= 0x80 or raw[8] >= 0x80:
                 raise ValueError(
                     f"pool record {key!r:.80} has a {STATE_HEADER} header of {len(raw)} bytes "
                     f"that is not a state (24 bytes, non-negative version and time)"
                 )
-            keys[hash(key)] = raw
+            keys[hash(key)] = _from_bytes(raw)
         self._parts[partition] = keys
         return len(keys)
 

@@ -73,7 +73,7 @@ def test_undo_puts_back_what_an_update_replaced() -> None:
     first = pack_state(1, 10, FP[0])
     state.decide(0, b"k", first)
     verdict, previous = state.decide(0, b"k", pack_state(2, 10, FP[1]))
-    assert verdict is Verdict.UPDATE and previous == first
+    assert verdict is Verdict.UPDATE and current_of(previous) == (1, 10)
     state.undo(0, b"k", previous)
     assert state.decide(0, b"k", pack_state(1, 10, FP[0]))[0] is Verdict.DUPLICATE
     verdict, previous = state.decide(0, b"new", pack_state(1, 1, FP[0]))
