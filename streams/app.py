@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import ssl
 
@@ -13,7 +12,7 @@ from streams.audit.agent import register_audit
 from streams.exchange.agent import register_exchange
 from streams.ingest.agent import register_ingest
 from streams.ingest.reader import CollectReader
-from streams.ingest.runtime import Runtime, die
+from streams.ingest.runtime import Runtime, die, settle_collector
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import KafkaConfig, StreamsConfig
 from streams.quality.agent import register_quality
@@ -138,8 +137,7 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
 
     @app.task  # type: ignore[untyped-decorator]
     async def freeze_startup_objects() -> None:
-        # Start-up objects (modules, schemas, catalog) never die: keep the collector off them.
-        gc.freeze()
+        settle_collector()  # start-up objects never die; batches in flight live for long
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import gc
 import os
 import platform
 import statistics
@@ -60,7 +59,7 @@ from connectors.producer import SourceProducer
 from streams.core.consent import Consent
 from streams.ingest.decision import Outcome
 from streams.ingest.pool_state import Verdict
-from streams.ingest.runtime import Runtime
+from streams.ingest.runtime import Runtime, settle_collector
 from streams.kafka.batch_reader import unpack
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import idempotent_producer
@@ -655,10 +654,10 @@ def run_bench(
                     sample = [(r.principal, r.key, r.value) for r in gen.records(records)]
                     extra = list(gen.extra_schemas)
                     cited = gen.consents()
-                    # As the worker freezes its start-up objects: the in-process loops (d),
-                    # (e), (f) run with the collector off what lives for the whole run, as
-                    # the worker's ingest (b) does, or the baseline would pay for the sample.
-                    gc.freeze()
+                    # As the worker settles its collector after start-up: the in-process
+                    # loops (d), (e), (f) run under the same collector as the worker's
+                    # ingest (b), or the baseline would pay for the sample.
+                    settle_collector()
             ensure_collect_topics(run)  # the unit register came with the catalog
             producer = SourceProducer(run.streams, SchemaTopic(run.kafka, topics.schemas, registry))
             producer.register([*registry, *extra])
