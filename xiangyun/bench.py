@@ -118,6 +118,10 @@ def ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[f
     return [n / d if d else 0.0 for n, d in zip(numerators, denominators, strict=True)]
 
 
+def _ratio(numerator: float, denominator: float) -> float:
+    return ratios([numerator], [denominator])[0]
+
+
 def rate(records: int, first_ms: int, end_s: float) -> float:
     """Records per second from the first output's timestamp (ms) to ``end_s`` (epoch s)."""
     return records / max(end_s - first_ms / 1000, 1e-3)
@@ -139,25 +143,25 @@ class RunResult:
     @property
     def loop_cost(self) -> float:
         """(e)/(d): exactly once with the pool state, in-process, against at least once."""
-        return ratios([self.loop_rate], [self.decided_rate])[0]
+        return _ratio(self.loop_rate, self.decided_rate)
 
     @property
     def txn_cost(self) -> float:
         """(f)/(d): transactions alone (no pool state), in-process, against at least once."""
-        return ratios([self.loop_no_state_rate], [self.decided_rate])[0]
+        return _ratio(self.loop_no_state_rate, self.decided_rate)
 
     @property
     def eos_cost(self) -> float:
         """(b)/(d): the exactly-once ingest against the at-least-once one, same decision."""
-        return ratios([self.ingest_rate], [self.decided_rate])[0]
+        return _ratio(self.ingest_rate, self.decided_rate)
 
     @property
     def ratio(self) -> float:
-        return ratios([self.ingest_rate], [self.raw_rate])[0]
+        return _ratio(self.ingest_rate, self.raw_rate)
 
     @property
     def txn_ratio(self) -> float:
-        return ratios([self.txn_rate], [self.raw_rate])[0]
+        return _ratio(self.txn_rate, self.raw_rate)
 
 
 @dataclass
