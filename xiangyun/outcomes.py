@@ -26,7 +26,6 @@ __all__ = [
     "OutcomeTally",
     "account",
     "collect_lag",
-    "collect_topics",
     "count_outcomes",
     "end_offsets",
     "read_ledger",
@@ -57,16 +56,6 @@ def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, in
         return out
     finally:
         c.close()
-
-
-def collect_topics(settings: Settings, topics: Topics) -> list[str]:
-    """Every principal's collect topic that exists now."""
-    c = Consumer(settings.kafka.consumer("outcome-probe"))
-    try:
-        names = c.list_topics(timeout=10).topics
-    finally:
-        c.close()
-    return sorted(filter(topics.is_collect, names))
 
 
 def collect_lag(settings: Settings, topics: Topics) -> int:

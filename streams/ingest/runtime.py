@@ -229,14 +229,8 @@ class Runtime:
                 f"(XIANGYUN_PARTITIONS), these do not: {wrong}; recreate them with {want}"
             )
 
-    def collect_topics(self, meta: Mapping[str, object] | None = None) -> list[str]:
-        """Every principal's collect topic that exists now."""
-        if meta is None:
-            probe = Consumer(self.config.kafka.consumer(f"{self.config.ingest_group}.meta"))
-            try:
-                meta = probe.list_topics(timeout=30).topics
-            finally:
-                probe.close()
+    def collect_topics(self, meta: Mapping[str, object]) -> list[str]:
+        """Every principal's collect topic in ``meta`` (a topic listing)."""
         return sorted(filter(self.topics.is_collect, meta))
 
     def close(self) -> None:
