@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 
 import faust
 
@@ -19,7 +20,7 @@ from streams.quality.agent import register_quality
 from streams.verification import register_verifier
 from streams.views import Materializer, register_materializer
 
-__all__ = ["broker_credentials", "create_app", "run_worker"]
+__all__ = ["IngestAgent", "broker_credentials", "create_app", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,16 @@ def create_app(config: StreamsConfig) -> faust.App:
     )
 
 
-def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
-    """Run the worker until SIGINT/SIGTERM: ingest agent, metrics endpoint, lag reports."""
+#: how the ingest agent is registered on the app, given its runtime and reader
+IngestAgent = Callable[[faust.App, Runtime, CollectReader], None]
+
+
+def run_worker(
+    config: StreamsConfig, runtime: Runtime | None = None, ingest: IngestAgent = register_ingest
+) -> None:
+    """Run the worker until SIGINT/SIGTERM: ingest agent, metrics endpoint, lag reports.
+    ``ingest`` registers the ingest agent (the benchmark's at-least-once baseline brings
+    its own; everything else about the worker stays the same)."""
     app = create_app(config)
     runtime = runtime or Runtime(config)
     runtime.start()
@@ -96,7 +105,7 @@ def run_worker(config: StreamsConfig, runtime: Runtime | None = None) -> None:
         on_lost=lost,
     )
     app.add_dependency(reader)
-    register_ingest(app, runtime, reader)
+    ingest(app, runtime, reader)
     agents = config.agents
     # The Redis views of the pools, read from the pool topics read_committed.
     if "views" in agents:

@@ -14,6 +14,10 @@
 (b) ingest: a real ``xiangyun worker`` (Faust) deciding, deduplicating and routing the same
     records, exactly once. (b)/(d) is what exactly once costs.
 (c) views: the materializer replaying the run's pool topics into Redis.
+(g) ingest, at least once, as a worker: today's worker with the ingest agent of before
+    exactly once (``xiangyun.bench_worker``: decide, produce, flush, then acknowledge; no pool
+    state) and today's decision. The at-least-once path as it ran, with the worker around it
+    that (d) leaves out: (b)/(g) is what exactly once costs a worker.
 
 Each run has its own topics (a worker restores its pool state from the pool topics, so a
 second run on the first run's topics would find every record a duplicate). Each rate is
@@ -58,7 +62,6 @@ from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
 from streams.core.consent import Consent
 from streams.ingest.decision import Outcome
-from streams.ingest.pool_state import Verdict
 from streams.ingest.runtime import Runtime, settle_collector
 from streams.kafka.batch_reader import unpack
 from streams.kafka.catalog_store import CatalogStore
@@ -68,6 +71,7 @@ from streams.kafka.topics import Topics, ensure_topics
 from streams.views import Materializer, PoolView, Progress
 from streams.wire.codec import Schema, SchemaRegistry
 from streams.wire.envelope import EnvelopeCodec
+from xiangyun.bench_worker import NoPoolState
 from xiangyun.outcomes import count_outcomes, end_offsets
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
@@ -139,6 +143,12 @@ class RunResult:
     decided_rate: float = 0.0
     loop_rate: float = 0.0  # (e)
     loop_no_state_rate: float = 0.0  # (f)
+    worker_alo_rate: float = 0.0  # (g)
+
+    @property
+    def worker_cost(self) -> float:
+        """(b)/(g): the exactly-once worker against the at-least-once worker."""
+        return _ratio(self.ingest_rate, self.worker_alo_rate)
 
     @property
     def loop_cost(self) -> float:
@@ -220,6 +230,14 @@ class BenchResult:
         return Spread.of(r.txn_cost for r in self.runs)
 
     @property
+    def worker_alo(self) -> Spread:
+        return Spread.of(r.worker_alo_rate for r in self.runs)
+
+    @property
+    def worker_cost(self) -> Spread:
+        return Spread.of(r.worker_cost for r in self.runs)
+
+    @property
     def complete(self) -> bool:
         """Every run gave every record an outcome (and the raw pipe copied every record)."""
         return bool(self.runs) and all(
@@ -291,16 +309,6 @@ def _raw_pipe(
     return done, acked_at
 
 
-class _NoDedup:
-    """The at-least-once path had no pool state: every version is an update."""
-
-    def decide(self, _partition: int, _key: bytes, _state: bytes) -> tuple[Verdict, None]:
-        return Verdict.UPDATE, None
-
-    def undo(self, _partition: int, _key: bytes, _previous: int | None) -> None:
-        pass
-
-
 def _decided_pipe(
     bench: Settings, src: str, dst: str, group: str, n: int, timeout: float
 ) -> tuple[int, float]:
@@ -311,7 +319,7 @@ def _decided_pipe(
     partition, flushed, then the batch's offsets stored."""
     runtime = Runtime(bench.streams)
     runtime.start()
-    runtime.ingestor.state = _NoDedup()  # type: ignore[assignment]
+    runtime.ingestor.state = NoPoolState()  # type: ignore[assignment]
     try:
         return _raw_pipe(
             bench, src, dst, group, n, timeout, lambda batch: runtime.decide(unpack(batch)[0])
@@ -334,7 +342,7 @@ def _eos_loop(
     runtime = Runtime(bench.streams)
     runtime.start()
     if not pool_state:
-        runtime.ingestor.state = _NoDedup()  # type: ignore[assignment]
+        runtime.ingestor.state = NoPoolState()  # type: ignore[assignment]
     c = Consumer(
         bench.kafka.consumer(
             group,
@@ -450,7 +458,11 @@ def _wait_committed(
     """Poll ``group``'s committed offsets on the collect topics until they reach their
     ends: the moment (epoch s) the worker's last transaction was committed, and the records."""
     c = Consumer(bench.kafka.consumer(f"{group}-probe-{uuid.uuid4().hex[:6]}"))
-    probe = Consumer(bench.kafka.consumer(group))
+    # Offsets committed in a transaction are visible only once it commits, whatever the
+    # isolation level. Read committed asks for stable offsets: the broker refuses while any
+    # transaction of the group is open (one always is, mid-stream) and librdkafka asks again
+    # after its backoff, which put the end up to a second late (a tenth of a run).
+    probe = Consumer(bench.kafka.consumer(group, **{"isolation.level": "read_uncommitted"}))
     try:
         every = c.list_topics(timeout=10).topics
         tps = [
@@ -468,7 +480,7 @@ def _wait_committed(
                 got = probe.committed(tps, timeout=10)
                 now_wall, now = time.time(), time.monotonic()
                 done = sum(max(0, tp.offset) for tp in got)
-            except KafkaException:  # offsets of an open transaction: not stable yet
+            except KafkaException:  # the coordinator moving: ask again
                 now_wall, now, done = time.time(), time.monotonic(), seen
             if done != seen:
                 seen, last_change = done, now
@@ -532,6 +544,14 @@ def _first_timestamp(
     bench: Settings, start: dict[tuple[str, int], int], expected: int, read_committed: bool = False
 ) -> tuple[int, int]:
     """Read from ``start`` on: (records, the first record's timestamp in ms)."""
+    seen, first, _ = _timestamps(bench, start, expected, read_committed)
+    return seen, first
+
+
+def _timestamps(
+    bench: Settings, start: dict[tuple[str, int], int], expected: int, read_committed: bool = False
+) -> tuple[int, int, int]:
+    """Read from ``start`` on: (records, the first and the last record's timestamps in ms)."""
     isolation = "read_committed" if read_committed else "read_uncommitted"
     c = Consumer(
         bench.kafka.consumer(
@@ -540,7 +560,7 @@ def _first_timestamp(
         )
     )
     c.assign([TopicPartition(t, p, off) for (t, p), off in start.items()])
-    seen = first = 0
+    seen = first = last = 0
     try:
         while seen < expected:
             msgs = c.consume(10000, 2.0)
@@ -551,10 +571,11 @@ def _first_timestamp(
                     continue
                 ts = m.timestamp()[1]
                 first = ts if not first else min(first, ts)
+                last = max(last, ts)
                 seen += 1
     finally:
         c.close()
-    return seen, first
+    return seen, first, last
 
 
 def _cleanup(admin: AdminClient, prefixes: tuple[str, ...], groups: Sequence[str]) -> None:
@@ -783,6 +804,7 @@ def _one_run(
         _, loop_first = _first_timestamp(run, loop_start, loop_n, read_committed=True)
         loops.append(rate(loop_n, loop_first, loop_at) if loop_n == records else 0.0)
         _say(f"{tag} ({name}) {loop_n:,} records committed, {loops[-1]:,.0f}/s")
+    worker_alo_rate = _at_least_once_worker(run, topics, records, tag, groups)
     return RunResult(
         raw_rate,
         raw_n,
@@ -794,7 +816,29 @@ def _one_run(
         alo_rate,
         loop_rate=loops[0],
         loop_no_state_rate=loops[1],
+        worker_alo_rate=worker_alo_rate,
     )
+
+
+def _at_least_once_worker(
+    run: Settings, topics: Topics, records: int, tag: str, groups: list[str]
+) -> float:
+    """(g) today's worker with the at-least-once ingest agent of before (its own consumer
+    groups): records from its first output's timestamp to its last one's. That leaves out
+    its last flush, and the reader thread's commit of the last offsets, where (b) counts
+    its last commit: if anything, the baseline is favoured."""
+    _say(f"{tag} (g) ingest, at least once, as a worker: starting it (fresh consumer group) ...")
+    alo = dataclasses.replace(run, app_id=f"{run.app_id}-alo-worker", worker_agents="none")
+    groups += [alo.app_id, alo.ingest_group]
+    start = end_offsets(run, topics.outcomes)
+    with WorkerProcess(
+        alo, name=f"bench-alo-worker-{run.app_id}", module="xiangyun.bench_worker", args=()
+    ):
+        acked, _ = _wait_committed(run, topics, alo.ingest_group, timeout=900, idle_timeout=60)
+    read, first, last = _timestamps(run, start, acked)
+    alo_rate = rate(acked, first, last / 1000) if acked == records and read == records else 0.0
+    _say(f"{tag} (g) {acked:,} records acknowledged, {alo_rate:,.0f}/s")
+    return alo_rate
 
 
 def render(r: BenchResult) -> str:
@@ -807,12 +851,16 @@ def render(r: BenchResult) -> str:
         f"(t) raw pipe, exactly once   {r.txn.format()} records/s",
         f"(d) ingest, at least once    {r.decided.format()} records/s  (same decision)",
         f"(b) ingest flow (1 worker)   {r.ingest.format()} records/s",
+        f"(g) ingest, at least once,   {r.worker_alo.format()} records/s  "
+        "(as a worker, same decision)",
         f"(c) views into Redis         {r.views.format()} records/s",
         f"ratio (t)/(a), per run       {r.txn_ratio.format('.2f')}  (what transactions cost)",
         f"ratio (b)/(a), per run       {r.ratio.format('.2f')}  (against the raw ceiling)",
         f"ratio (b)/(t), per run       {r.ingest_vs_txn.format('.2f')}",
         f"ratio (b)/(d), per run       {r.eos_cost.format('.2f')}  "
         "(exactly once against at least once, same decision)",
+        f"ratio (b)/(g), per run       {r.worker_cost.format('.2f')}  "
+        "(the same, both as workers: today's at-least-once path)",
         f"ratio (e)/(d), per run       {r.loop_cost.format('.2f')}  "
         "(the same, in-process: no worker around it)",
         f"ratio (f)/(d), per run       {r.txn_cost.format('.2f')}  "
@@ -820,13 +868,14 @@ def render(r: BenchResult) -> str:
         f"worker peak memory (VmHWM)   {Spread.of(x.worker_peak_mib for x in r.runs).format()} MiB",
         "",
         "run   (a) raw/s   (t) txn/s   (d) alo/s   (b) ingest/s   (c) views/s   (e) loop/s"
-        "   (f) no state/s   (b)/(d)   outcomes",
+        "   (f) no state/s   (g) alo worker/s   (b)/(d)   (b)/(g)   outcomes",
     ]
     for i, x in enumerate(r.runs, 1):
         lines.append(
             f"{i:>3} {x.raw_rate:>11,.0f} {x.txn_rate:>11,.0f} {x.decided_rate:>11,.0f} "
             f"{x.ingest_rate:>14,.0f} {x.view_rate:>13,.0f} {x.loop_rate:>12,.0f} "
-            f"{x.loop_no_state_rate:>16,.0f} {x.eos_cost:>9.2f}   "
+            f"{x.loop_no_state_rate:>16,.0f} {x.worker_alo_rate:>18,.0f} {x.eos_cost:>9.2f} "
+            f"{x.worker_cost:>9.2f}   "
             f"{x.ingest_outcomes:,}/{r.records:,}"
         )
     lines += [

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -17,11 +18,19 @@ __all__ = ["WorkerProcess"]
 
 
 class WorkerProcess:
-    """``xiangyun worker`` in a child process with the given settings."""
+    """``xiangyun worker`` in a child process with the given settings; ``module`` and
+    ``args`` name another worker to run with ``python -m`` (the benchmark's baseline)."""
 
-    def __init__(self, settings: Settings, name: str = "worker") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str = "worker",
+        module: str = "xiangyun",
+        args: Sequence[str] = ("worker",),
+    ) -> None:
         self.settings = settings
         self.name = name
+        self.command = [sys.executable, "-m", module, *args]
         self.log_path = settings.state_dir / f"{name}.log"
         self.pid_path = settings.state_dir / f"{name}.pid"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -32,7 +41,7 @@ class WorkerProcess:
         env.update(self.settings.describe(reveal=True))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "xiangyun", "worker"],
+                self.command,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

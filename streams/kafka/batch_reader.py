@@ -17,6 +17,7 @@ commits what it holds before the partitions move; a lost assignment aborts.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import logging
@@ -192,6 +193,7 @@ class BatchReader(mode.Service):
         self._demand: threading.Event | None = threading.Event() if on_demand else None
         if self._demand is not None:
             self._demand.set()
+        self._acknowledged: collections.deque[Offsets] = collections.deque()
 
     def consumer_config(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -201,6 +203,21 @@ class BatchReader(mode.Service):
         call into the consumer from another thread blocks while ``consume`` runs."""
         assert self._metadata is not None, "no metadata before the first assignment"
         return self._metadata
+
+    def acknowledge(self, offsets: Offsets) -> None:
+        """Commit ``offsets`` outside any transaction: for an agent that acknowledges at
+        least once (the benchmark's baseline). The reader thread commits them before it
+        reads again: a call into the consumer from the agent's thread waits for ``poll``."""
+        self._acknowledged.append(offsets)
+
+    def _commit_acknowledged(self, consumer: Consumer) -> None:
+        merged: Offsets = {}
+        while self._acknowledged:
+            merged.update(self._acknowledged.popleft())
+        if not merged:
+            return  # commit() without offsets would commit the consumer's positions
+        tps = [TopicPartition(t, p, o) for (t, p), o in merged.items()]
+        consumer.commit(offsets=tps, asynchronous=True)
 
     def ready(self) -> None:
         """The agent is done with its batch: an on-demand reader reads the next one now."""
@@ -261,6 +278,7 @@ class BatchReader(mode.Service):
                 # consumer not polled for max.poll.interval.ms would leave the group.
                 if demand is not None and not demand.wait(0.1):
                     continue
+                self._commit_acknowledged(consumer)
                 try:
                     msgs = read_available(consumer, self.config.batch_size, 0.1)
                 except KafkaException as exc:  # broker away: librdkafka reconnects

@@ -75,3 +75,15 @@ def test_the_in_process_loops_split_the_cost_into_transactions_and_pool_state():
     assert "(e)/(d), per run       0.90 / 0.93 / 0.95" in text
     assert "(f)/(d), per run       1.00 / 1.05 / 1.10" in text
     assert RunResult(300, 100, 45, 100, 90.0, loop_rate=45).loop_cost == 0.0  # no (d)
+
+
+def test_the_worker_is_also_set_against_the_at_least_once_worker():
+    runs = [
+        RunResult(300, 100, 45, 100, 90.0, decided_rate=50, worker_alo_rate=50),
+        RunResult(300, 100, 48, 100, 90.0, decided_rate=40, worker_alo_rate=40),
+    ]
+    r = BenchResult(100, "test", runs)
+    assert r.worker_alo == Spread(40, 45, 50)
+    assert r.worker_cost == Spread(0.9, 1.05, 1.2)
+    assert "(b)/(g), per run       0.90 / 1.05 / 1.20" in render(r)
+    assert RunResult(300, 100, 45, 100, 90.0).worker_cost == 0.0  # (g) not measured

@@ -141,3 +141,58 @@ def test_events_among_the_messages_are_not_handed_over_and_errors_are_said(
     assert [m.offset() for m in first] == [1]  # the message alone
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and "collect reader" in said[0]  # the error; the end silently
+
+
+class _CommittingConsumer(_Consumer):
+    """Records each commit: the thread it came from, its offsets, and whether it waited."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits: list[tuple[str, list[tuple[str, int, int]], bool]] = []
+
+    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
+        got = sorted((tp.topic, tp.partition, tp.offset) for tp in offsets)
+        self.commits.append((threading.current_thread().name, got, asynchronous))
+
+
+def test_acknowledged_offsets_are_merged_into_one_commit_that_does_not_wait() -> None:
+    settings = Settings.from_env({}, topic_prefix="unit", app_id="unit-acks")
+    consumer = _CommittingConsumer()
+
+    async def run() -> None:
+        reader = CollectReader(create_app(settings.streams), settings.streams, "unit.collect")
+        reader.acknowledge({("t", 0): 5, ("t", 1): 2})
+        reader.acknowledge({("t", 0): 7})
+        reader._commit_acknowledged(consumer)  # type: ignore[arg-type]
+        reader._commit_acknowledged(consumer)  # type: ignore[arg-type]  # nothing new: no-op
+
+    asyncio.run(run())
+    assert [(o, a) for _t, o, a in consumer.commits] == [([("t", 0, 7), ("t", 1, 2)], True)]
+
+
+def test_the_reader_thread_commits_what_the_agent_acknowledged() -> None:
+    # A call into the consumer from the agent's thread would wait for the reader's poll.
+    settings = Settings.from_env({}, topic_prefix="unit", app_id="unit-acks")
+    consumer = _CommittingConsumer()
+
+    async def run() -> None:
+        app = create_app(settings.streams)
+        app.flow_control.resume()
+        reader = CollectReader(app, settings.streams, "unit.collect")
+        subscriber = reader.channel.clone(is_iterator=True)
+        reader._loop = asyncio.get_running_loop()
+        reader._consumer = consumer  # type: ignore[assignment]
+        thread = threading.Thread(target=reader._run, name="the-reader", daemon=True)
+        thread.start()
+        try:
+            first = await asyncio.wait_for(subscriber.get(), 5)
+            reader.acknowledge({("unit.collect", 0): first[-1].offset() + 1})
+            await asyncio.wait_for(subscriber.get(), 5)  # the reader goes round again
+            await asyncio.wait_for(subscriber.get(), 5)
+            await asyncio.to_thread(_until, lambda: bool(consumer.commits))
+        finally:
+            reader._stopping.set()
+            await asyncio.to_thread(thread.join, 5)
+
+    asyncio.run(run())
+    assert consumer.commits == [("the-reader", [("unit.collect", 0, 2)], True)]
