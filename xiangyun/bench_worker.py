@@ -25,7 +25,7 @@ from confluent_kafka import KafkaError, Producer
 
 from streams.app import run_worker
 from streams.ingest.pool_state import Verdict
-from streams.ingest.runtime import Runtime, die
+from streams.ingest.runtime import Runtime, die, produce_outcomes
 from streams.kafka.batch_reader import Barrier, Offsets, crash_only, unpack
 from streams.kafka.config import idempotent_producer
 from xiangyun.settings import Settings
@@ -85,7 +85,6 @@ def register_at_least_once(
     on_fatal: Callable[[BaseException], object] = die,
 ) -> None:
     producer = producer or idempotent_producer(runtime.config.kafka)
-    produce = producer.produce
     failures: list[str] = []
 
     def on_delivery(err: KafkaError | None, _msg: object) -> None:
@@ -107,22 +106,7 @@ def register_at_least_once(
                 continue
             with runtime.metrics.batch_seconds.time():
                 records, offsets = unpack(item)
-                for out in runtime.decide(records):
-                    while True:
-                        try:
-                            produce(
-                                out.topic,
-                                out.value,
-                                out.key,
-                                out.partition,
-                                None,
-                                on_delivery,
-                                0,
-                                out.headers,
-                            )
-                            break
-                        except BufferError:  # local queue full: let librdkafka drain it
-                            producer.poll(0.05)
+                produce_outcomes(producer, runtime.decide(records), on_delivery)
                 # librdkafka waits without the GIL: the event loop goes on meanwhile.
                 await loop.run_in_executor(None, flush)
                 source.acknowledge(offsets)

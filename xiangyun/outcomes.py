@@ -59,11 +59,11 @@ def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, in
 
 
 def collect_lag(settings: Settings, topics: Topics) -> int:
-    """Records of every collect topic the ingest group has not committed (-1: unknown yet,
-    while a transaction's offsets are not stable)."""
+    """Records of every collect topic the ingest group has not committed (-1: unknown, the
+    broker could not say)."""
     try:
         lag = GroupLag(settings.kafka).of(settings.ingest_group, topics.is_collect)
-    except KafkaException:  # offsets of an open transaction are not stable yet
+    except KafkaException:  # the group's coordinator moving, a broker away: ask again
         return -1
     return sum(lag.values())
 

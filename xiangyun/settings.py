@@ -72,7 +72,8 @@ class Settings:
     batch_size: int = 2000
     log_level: str = "WARNING"
     max_clock_skew_s: int = 300
-    commit_interval_ms: int = 100
+    # 300, not 100: under load a transaction per 100 ms cost the worker 7-9 % (BENCHMARKS.md)
+    commit_interval_ms: int = 300
     transaction_timeout_ms: int = 10_000
     max_internal_errors: int = 100
     #: the agents a worker runs besides the ingest: `all`, or some of views, audit,

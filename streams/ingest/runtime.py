@@ -53,6 +53,7 @@ __all__ = [
     "StaticUnits",
     "TransactionFailed",
     "UnitsSource",
+    "produce_outcomes",
     "settle_collector",
 ]
 
@@ -129,6 +130,26 @@ class TransactionFailed(RuntimeError):
 
 class InternalErrors(RuntimeError):
     """Too many records in a row failed on the platform's own error, not on their data."""
+
+
+def produce_outcomes(
+    producer: Producer,
+    outcomes: Iterable[Outcome],
+    on_delivery: Callable[[KafkaError | None, object], None] | None = None,
+) -> None:
+    """Produce each outcome to its topic, in its partition. Positionally (topic, value, key,
+    partition, callback, on_delivery, timestamp, headers): a quarter cheaper than by keyword.
+    """
+    produce = producer.produce
+    for out in outcomes:
+        while True:
+            try:
+                produce(
+                    out.topic, out.value, out.key, out.partition, None, on_delivery, 0, out.headers
+                )
+                break
+            except BufferError:  # local queue full: let librdkafka drain it
+                producer.poll(0.05)
 
 
 class Runtime:
@@ -350,21 +371,10 @@ class Runtime:
             producer.begin_transaction()
             self._open = True
             self._opened_at = time.monotonic()
-        produce = producer.produce
         # No delivery callback: a message that fails makes the commit fail (abortable), so
         # nothing is acknowledged that was not written; a callback per record cost a GIL
         # hand-over each on the committing thread.
-        # Positionally (topic, value, key, partition, callback, on_delivery, timestamp,
-        # headers): a quarter cheaper than by keyword.
-        for out in outcomes:
-            while True:
-                try:
-                    produce(
-                        out.topic, out.value, out.key, out.partition, None, None, 0, out.headers
-                    )
-                    break
-                except BufferError:  # local queue full: let librdkafka drain it
-                    producer.poll(0.05)
+        produce_outcomes(producer, outcomes)
         # (kind, pool, reason, unit) of each outcome, counted in C: half the cost of a
         # Counter increment per record
         self._tally.update(map(_TALLY_KEY, outcomes))

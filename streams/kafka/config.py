@@ -148,8 +148,9 @@ class StreamsConfig:
     metrics_host: str = "127.0.0.1"
     #: how far ahead of the platform's clock an observed-at time may be
     max_clock_skew_ms: int = 300_000
-    #: the longest an ingest transaction stays open while batches keep coming
-    commit_interval_ms: int = 100
+    #: the longest an ingest transaction stays open while batches keep coming (when none
+    #: waits, it commits at once)
+    commit_interval_ms: int = 300
     #: a killed worker's open transaction is aborted by the broker after this
     transaction_timeout_ms: int = 10_000
     #: consecutive INTERNAL outcomes after which the worker stops

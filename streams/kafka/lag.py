@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from streams.kafka.config import KafkaConfig
@@ -20,9 +20,12 @@ class GroupLag:
     partition, on the worker's two cores.
 
     A partition without a commit counts from its low watermark: records removed by
-    retention are not lag. Offsets committed by a transaction still open are not stable:
-    :class:`confluent_kafka.KafkaException` (``UNSTABLE_OFFSET_COMMIT``) then, as a
-    consumer's ``committed()`` raises.
+    retention are not lag. The offsets are those last committed: offsets sent in a
+    transaction show once it commits, so what a transaction still open covers is lag. Not
+    "stable" offsets: a busy worker always has a transaction open, and for every partition
+    in it the broker answers ``UNSTABLE_OFFSET_COMMIT`` instead of an offset (the lag then
+    read as the whole partition). A partition the broker answers with an error raises
+    :class:`confluent_kafka.KafkaException`.
     """
 
     def __init__(self, kafka: KafkaConfig, timeout: float = 10.0) -> None:
@@ -37,13 +40,14 @@ class GroupLag:
             return {}
         asked = self._admin.list_consumer_group_offsets(
             [ConsumerGroupTopicPartitions(group, tps)],
-            require_stable=True,
+            require_stable=False,
             request_timeout=self._timeout,
         )
-        committed = {
-            (tp.topic, tp.partition): tp.offset
-            for tp in asked[group].result(self._timeout).topic_partitions or []
-        }
+        committed = {}
+        for tp in asked[group].result(self._timeout).topic_partitions or []:
+            if tp.error is not None:  # never counted as "nothing committed"
+                raise KafkaException(tp.error)
+            committed[(tp.topic, tp.partition)] = tp.offset
         earliest = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
         latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
         low = self._admin.list_offsets(dict.fromkeys(tps, earliest), request_timeout=self._timeout)

@@ -18,11 +18,12 @@ from typing import Any
 
 import redis
 import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
+from streams.kafka.lag import GroupLag
 from streams.kafka.topics import Topics
 from streams.wire.codec import Schema, SchemaRegistry, decode, encode
 from streams.wire.envelope import EnvelopeCodec
@@ -302,3 +303,46 @@ def test_group_lag_counts_what_the_worker_has_not_committed(
     assert collect_lag(settings, topics) == 500
     with WorkerProcess(settings, name=f"lag-{settings.app_id}"):
         assert wait_for_no_lag(settings, topics, timeout=60) == 0
+
+
+def test_group_lag_is_right_while_a_transaction_holds_offsets(settings: Settings) -> None:
+    # A busy worker always has a transaction open; asking for "stable" offsets, the broker
+    # answered every partition in it without an offset, and the lag read as the whole topic.
+    topic = f"{settings.topic_prefix}.lag-probe"
+    admin = AdminClient(settings.kafka.admin())
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    plain = Producer(settings.kafka.producer())
+    for i in range(10):
+        plain.produce(topic, b"v", str(i).encode())
+    assert plain.flush(30) == 0
+    group = f"{settings.app_id}.lag-probe"
+    consumer = Consumer(settings.kafka.consumer(group, **{"enable.auto.commit": False}))
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + 30
+    while not consumer.consume(10, 1.0):
+        assert time.monotonic() < deadline, "nothing read"
+    txn = Producer(settings.kafka.transactional_producer(f"{group}.txn"))
+    txn.init_transactions(30)
+
+    def offsets_in_a_transaction(offset: int) -> None:
+        txn.begin_transaction()
+        txn.send_offsets_to_transaction(
+            [TopicPartition(topic, 0, offset)], consumer.consumer_group_metadata(), 30
+        )
+
+    lag = GroupLag(settings.kafka)
+    try:
+        offsets_in_a_transaction(4)
+        assert lag.of(group, topic.__eq__) == {(topic, 0): 10}  # nothing committed yet
+        txn.commit_transaction(30)
+        # Its markers are written just after the commit returns.
+        deadline = time.monotonic() + 30
+        while lag.of(group, topic.__eq__) != {(topic, 0): 6}:
+            assert time.monotonic() < deadline, "the committed offset never showed"
+            time.sleep(0.05)
+        offsets_in_a_transaction(9)  # open: what it covers is still lag
+        assert lag.of(group, topic.__eq__) == {(topic, 0): 6}
+        txn.abort_transaction(30)
+        assert lag.of(group, topic.__eq__) == {(topic, 0): 6}
+    finally:
+        consumer.close()
