@@ -3,7 +3,9 @@ tests of both."""
 
 from __future__ import annotations
 
-__all__ = ["FakeMessage"]
+from typing import Any
+
+__all__ = ["FakeMessage", "FakeProducer"]
 
 
 class FakeMessage:
@@ -30,3 +32,27 @@ class FakeMessage:
 
     def error(self) -> None:
         return None
+
+
+class FakeProducer:
+    """confluent_kafka.Producer's produce and poll, with its signature (positions and
+    names); each produced message goes to :meth:`produced`."""
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int = -1,
+        callback: Any = None,
+        on_delivery: Any = None,
+        timestamp: int = 0,
+        headers: Any = None,
+    ) -> None:
+        self.produced(topic, value, partition, on_delivery or callback)
+
+    def produced(self, topic: str, value: bytes | None, partition: int, on_delivery: Any) -> None:
+        raise NotImplementedError
+
+    def poll(self, _t: float) -> int:
+        return 0

@@ -11,12 +11,13 @@ import pytest
 from connectors.generator import SampleGenerator
 from streams.app import create_app
 from streams.kafka.batch_reader import Barrier, Offsets
+from tests.unit.kafka_fakes import FakeProducer
 from tests.unit.streams.ingest.test_agent import _batches, make_runtime
 from xiangyun.bench_worker import DeliveryError, NoPoolState, register_at_least_once
 from xiangyun.settings import Settings
 
 
-class Producer:
+class Producer(FakeProducer):
     """An idempotent producer's part the agent uses; records what is produced and flushed."""
 
     def __init__(self, log: list[Any], fail: bool = False) -> None:
@@ -24,26 +25,13 @@ class Producer:
         self.fail = fail
         self.queued: list[tuple[str, int]] = []
 
-    def produce(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int = -1,
-        callback: Any = None,
-        on_delivery: Any = None,
-        timestamp: int = 0,
-        headers: Any = None,
-    ) -> None:
+    def produced(self, topic: str, value: bytes | None, partition: int, on_delivery: Any) -> None:
         assert on_delivery is not None, "every output's delivery is reported"
         self.queued.append((topic, partition))
         if self.fail:
             from confluent_kafka import KafkaError
 
             on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), None)
-
-    def poll(self, _t: float) -> int:
-        return 0
 
     def flush(self, _t: float) -> int:
         self.log.append(("flush", len(self.queued)))

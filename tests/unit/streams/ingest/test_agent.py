@@ -30,13 +30,13 @@ from streams.kafka.batch_reader import Barrier
 from streams.kafka.topics import Topics
 from streams.units.model import UnitRegister
 from streams.wire.codec import Schema, encode
-from tests.unit.kafka_fakes import FakeMessage
+from tests.unit.kafka_fakes import FakeMessage, FakeProducer
 from xiangyun.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[4]
 
 
-class TxnProducer:
+class TxnProducer(FakeProducer):
     """The part of a transactional confluent_kafka.Producer the runtime uses; records the
     transaction protocol and can fail a commit (no broker in a unit test)."""
 
@@ -51,21 +51,8 @@ class TxnProducer:
         assert not self.open, "a transaction begun inside another"
         self.log.append("begin")
 
-    def produce(  # confluent-kafka's signature, positions and names
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int = -1,
-        callback: Any = None,
-        on_delivery: Any = None,
-        timestamp: int = 0,
-        headers: Any = None,
-    ) -> None:
+    def produced(self, topic: str, value: bytes | None, partition: int, _on_delivery: Any) -> None:
         self.open.append((topic, value, partition))
-
-    def poll(self, _t: float) -> int:
-        return 0
 
     def send_offsets_to_transaction(self, offsets: Any, metadata: Any, _t: float) -> None:
         assert metadata == "group-metadata"
