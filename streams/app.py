@@ -93,7 +93,7 @@ def run_worker(
         try:
             runtime.abort()
         finally:
-            if not stopping:
+            if not (stopping or reader.stopping):
                 die(RuntimeError(f"lost partitions {partitions} of the collect topics"))
 
     reader = CollectReader(

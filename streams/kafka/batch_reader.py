@@ -259,6 +259,12 @@ class BatchReader(mode.Service):
         committed them; False if it could not (it is gone, or stuck): nothing of ``parts``
         may commit then."""
         self._metadata = c.consumer_group_metadata()  # the generation that still owns them
+        if self._stopping.is_set():
+            # The worker stops its agents before its readers: no agent is left to take a
+            # barrier (waiting for one held every stop for a minute, past any grace
+            # period). What they did not commit is aborted, and read again by the next owner.
+            log.info("%s reader: stopping, uncommitted batches of %s are left", self.role, parts)
+            return False
         barrier = Barrier()
         loop = self._loop
         assert loop is not None

@@ -196,3 +196,25 @@ def test_the_reader_thread_commits_what_the_agent_acknowledged() -> None:
 
     asyncio.run(run())
     assert consumer.commits == [("the-reader", [("unit.collect", 0, 2)], True)]
+
+
+def test_a_stopping_reader_does_not_wait_for_a_barrier_no_agent_will_take() -> None:
+    # The worker stops its agents before its readers: the revoke in consumer.close() waited
+    # a minute for a barrier nobody took, past any grace period, and the stop was a kill.
+    settings = Settings.from_env({}, topic_prefix="unit", app_id="unit-stop")
+
+    class _Closing:
+        def consumer_group_metadata(self) -> object:
+            return object()
+
+    async def run() -> tuple[bool, float]:
+        reader = CollectReader(create_app(settings.streams), settings.streams, "unit.collect")
+        reader._loop = asyncio.get_running_loop()
+        reader._stopping.set()
+        began = time.monotonic()
+        ok = await asyncio.to_thread(reader._committed_before_revoke, _Closing(), [0, 1])  # type: ignore[arg-type]
+        return ok, time.monotonic() - began
+
+    ok, took = asyncio.run(run())
+    assert not ok  # nothing of the partitions commits: the runtime aborts what is open
+    assert took < 1.0
