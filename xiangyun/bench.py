@@ -540,14 +540,6 @@ def _next_offsets(batch: Sequence[Message]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
-def _first_timestamp(
-    bench: Settings, start: dict[tuple[str, int], int], expected: int, read_committed: bool = False
-) -> tuple[int, int]:
-    """Read from ``start`` on: (records, the first record's timestamp in ms)."""
-    seen, first, _ = _timestamps(bench, start, expected, read_committed)
-    return seen, first
-
-
 def _timestamps(
     bench: Settings, start: dict[tuple[str, int], int], expected: int, read_committed: bool = False
 ) -> tuple[int, int, int]:
@@ -735,7 +727,7 @@ def _one_run(
     groups.append(raw_group)
     raw_start = end_offsets(run, [raw_out])
     raw_n, acked_at = _raw_pipe(run, topics.collect_pattern, raw_out, raw_group, records, 600)
-    read_n, first_ms = _first_timestamp(run, raw_start, raw_n)
+    read_n, first_ms, _ = _timestamps(run, raw_start, raw_n)
     raw_rate = rate(raw_n, first_ms, acked_at) if raw_n and read_n == raw_n else 0.0
     _say(f"{tag} (a) {raw_n:,} records acknowledged, {raw_rate:,.0f}/s")
 
@@ -746,7 +738,7 @@ def _one_run(
     txn_n, txn_at = _txn_pipe(
         run, topics.collect_pattern, f"{raw_out}-txn", txn_group, records, 600
     )
-    _, txn_first = _first_timestamp(run, txn_start, txn_n, read_committed=True)
+    _, txn_first, _ = _timestamps(run, txn_start, txn_n, read_committed=True)
     txn_rate = rate(txn_n, txn_first, txn_at) if txn_n else 0.0
     _say(f"{tag} (t) {txn_n:,} records committed, {txn_rate:,.0f}/s")
 
@@ -757,7 +749,7 @@ def _one_run(
     alo_n, alo_at = _decided_pipe(
         run, topics.collect_pattern, f"{raw_out}-alo", alo_group, records, 600
     )
-    _, alo_first = _first_timestamp(run, alo_start, alo_n)
+    _, alo_first, _ = _timestamps(run, alo_start, alo_n)
     alo_rate = rate(alo_n, alo_first, alo_at) if alo_n == records else 0.0
     _say(f"{tag} (d) {alo_n:,} records decided and acknowledged, {alo_rate:,.0f}/s")
 
@@ -801,7 +793,7 @@ def _one_run(
         loop_n, loop_at = _eos_loop(
             run, topics.collect_pattern, loop_group, records, 600, with_state
         )
-        _, loop_first = _first_timestamp(run, loop_start, loop_n, read_committed=True)
+        _, loop_first, _ = _timestamps(run, loop_start, loop_n, read_committed=True)
         loops.append(rate(loop_n, loop_first, loop_at) if loop_n == records else 0.0)
         _say(f"{tag} ({name}) {loop_n:,} records committed, {loops[-1]:,.0f}/s")
     worker_alo_rate = _at_least_once_worker(run, topics, records, tag, groups)
