@@ -110,12 +110,15 @@ def load_pools(
             resource, _, subject = r.key.decode().partition("|")
             by_resource.setdefault(resource, []).append(subject)
     view = PoolView(settings.streams)
-    last = {res: subs[-1] for res, subs in by_resource.items()}
-    wait_for(
-        lambda: all(view.get(res, s) is not None for res, s in last.items()),
-        90,
-        "the pool records in the Redis view",
-    )
+    # Every subject, not the last one sent: partitions are processed independently,
+    # so the last record sent is not the last one in the view.
+    pending = {(res, s) for res, subs in by_resource.items() for s in subs}
+
+    def all_in_view() -> bool:
+        pending.difference_update([(res, s) for res, s in pending if view.get(res, s) is not None])
+        return not pending
+
+    wait_for(all_in_view, 90, "the pool records in the Redis view")
     return {res: list(dict.fromkeys(subs)) for res, subs in by_resource.items()}
 
 
