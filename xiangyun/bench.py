@@ -31,6 +31,7 @@ and consumer group it created is deleted at the end, Faust's internal topics inc
 
 from __future__ import annotations
 
+import array
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -42,7 +43,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import (
     Consumer,
@@ -131,6 +132,34 @@ def rate(records: int, first_ms: int, end_s: float) -> float:
     return records / max(end_s - first_ms / 1000, 1e-3)
 
 
+#: the share of outputs left out at each end of a run for its steady rate
+STEADY_TRIM = 0.1
+
+
+def steady_rate(times_ms: Sequence[int], trim: float = STEADY_TRIM) -> float:
+    """Records per second between the outputs at the ``trim`` and ``1 - trim`` quantiles of
+    their timestamps: the rate a worker keeps up, without what a run pays once at its start
+    (the assignment, the first fetch) or its end (the last commit, the probe that sees it).
+    0.0 for fewer than 100 outputs, or all in one millisecond."""
+    n = len(times_ms)
+    if n < 100:
+        return 0.0
+    ordered = sorted(times_ms)
+    lo, hi = int(n * trim), n - 1 - int(n * trim)
+    span_ms = ordered[hi] - ordered[lo]
+    return (hi - lo) / (span_ms / 1000) if span_ms > 0 else 0.0
+
+
+class OutputTimes(NamedTuple):
+    """What :func:`_timestamps` read: the outputs, the first and last timestamps (ms) and
+    the steady rate (:func:`steady_rate`)."""
+
+    records: int
+    first_ms: int
+    last_ms: int
+    steady: float
+
+
 @dataclass(frozen=True, slots=True)
 class RunResult:
     raw_rate: float
@@ -144,11 +173,18 @@ class RunResult:
     loop_rate: float = 0.0  # (e)
     loop_no_state_rate: float = 0.0  # (f)
     worker_alo_rate: float = 0.0  # (g)
+    ingest_steady_rate: float = 0.0  # (b), the middle of the run
+    worker_alo_steady_rate: float = 0.0  # (g), the middle of the run
 
     @property
     def worker_cost(self) -> float:
         """(b)/(g): the exactly-once worker against the at-least-once worker."""
         return _ratio(self.ingest_rate, self.worker_alo_rate)
+
+    @property
+    def steady_cost(self) -> float:
+        """(b)/(g) in the middle of the run (:func:`steady_rate`)."""
+        return _ratio(self.ingest_steady_rate, self.worker_alo_steady_rate)
 
     @property
     def loop_cost(self) -> float:
@@ -236,6 +272,18 @@ class BenchResult:
     @property
     def worker_cost(self) -> Spread:
         return Spread.of(r.worker_cost for r in self.runs)
+
+    @property
+    def ingest_steady(self) -> Spread:
+        return Spread.of(r.ingest_steady_rate for r in self.runs)
+
+    @property
+    def worker_alo_steady(self) -> Spread:
+        return Spread.of(r.worker_alo_steady_rate for r in self.runs)
+
+    @property
+    def steady_cost(self) -> Spread:
+        return Spread.of(r.steady_cost for r in self.runs)
 
     @property
     def complete(self) -> bool:
@@ -542,8 +590,9 @@ def _next_offsets(batch: Sequence[Message]) -> list[TopicPartition]:
 
 def _timestamps(
     bench: Settings, start: dict[tuple[str, int], int], expected: int, read_committed: bool = False
-) -> tuple[int, int, int]:
-    """Read from ``start`` on: (records, the first and the last record's timestamps in ms)."""
+) -> OutputTimes:
+    """Read from ``start`` on: the records, their first and last timestamps, their steady
+    rate."""
     isolation = "read_committed" if read_committed else "read_uncommitted"
     c = Consumer(
         bench.kafka.consumer(
@@ -552,22 +601,18 @@ def _timestamps(
         )
     )
     c.assign([TopicPartition(t, p, off) for (t, p), off in start.items()])
-    seen = first = last = 0
+    times = array.array("q")
     try:
-        while seen < expected:
+        while len(times) < expected:
             msgs = c.consume(10000, 2.0)
             if not msgs:
                 break
-            for m in msgs:
-                if m.error():
-                    continue
-                ts = m.timestamp()[1]
-                first = ts if not first else min(first, ts)
-                last = max(last, ts)
-                seen += 1
+            times.extend(m.timestamp()[1] for m in msgs if not m.error())
     finally:
         c.close()
-    return seen, first, last
+    if not times:
+        return OutputTimes(0, 0, 0, 0.0)
+    return OutputTimes(len(times), min(times), max(times), steady_rate(times))
 
 
 def _cleanup(admin: AdminClient, prefixes: tuple[str, ...], groups: Sequence[str]) -> None:
@@ -727,7 +772,7 @@ def _one_run(
     groups.append(raw_group)
     raw_start = end_offsets(run, [raw_out])
     raw_n, acked_at = _raw_pipe(run, topics.collect_pattern, raw_out, raw_group, records, 600)
-    read_n, first_ms, _ = _timestamps(run, raw_start, raw_n)
+    read_n, first_ms, _, _ = _timestamps(run, raw_start, raw_n)
     raw_rate = rate(raw_n, first_ms, acked_at) if raw_n and read_n == raw_n else 0.0
     _say(f"{tag} (a) {raw_n:,} records acknowledged, {raw_rate:,.0f}/s")
 
@@ -738,7 +783,7 @@ def _one_run(
     txn_n, txn_at = _txn_pipe(
         run, topics.collect_pattern, f"{raw_out}-txn", txn_group, records, 600
     )
-    _, txn_first, _ = _timestamps(run, txn_start, txn_n, read_committed=True)
+    txn_first = _timestamps(run, txn_start, txn_n, read_committed=True).first_ms
     txn_rate = rate(txn_n, txn_first, txn_at) if txn_n else 0.0
     _say(f"{tag} (t) {txn_n:,} records committed, {txn_rate:,.0f}/s")
 
@@ -749,7 +794,7 @@ def _one_run(
     alo_n, alo_at = _decided_pipe(
         run, topics.collect_pattern, f"{raw_out}-alo", alo_group, records, 600
     )
-    _, alo_first, _ = _timestamps(run, alo_start, alo_n)
+    alo_first = _timestamps(run, alo_start, alo_n).first_ms
     alo_rate = rate(alo_n, alo_first, alo_at) if alo_n == records else 0.0
     _say(f"{tag} (d) {alo_n:,} records decided and acknowledged, {alo_rate:,.0f}/s")
 
@@ -775,6 +820,7 @@ def _one_run(
         progress=False,
     )
     ingest_rate = rate(tally.total, tally.first_ms, committed_at) if tally.total else 0.0
+    ingest_steady = _timestamps(run, start, records, read_committed=True).steady
     _say(
         f"{tag} (b) {committed:,} records committed, {ingest_rate:,.0f}/s; "
         f"ratio {ratios([ingest_rate], [raw_rate])[0]:.2f}; worker peak {peak:,.0f} MiB"
@@ -793,10 +839,10 @@ def _one_run(
         loop_n, loop_at = _eos_loop(
             run, topics.collect_pattern, loop_group, records, 600, with_state
         )
-        _, loop_first, _ = _timestamps(run, loop_start, loop_n, read_committed=True)
+        loop_first = _timestamps(run, loop_start, loop_n, read_committed=True).first_ms
         loops.append(rate(loop_n, loop_first, loop_at) if loop_n == records else 0.0)
         _say(f"{tag} ({name}) {loop_n:,} records committed, {loops[-1]:,.0f}/s")
-    worker_alo_rate = _at_least_once_worker(run, topics, records, tag, groups)
+    worker_alo_rate, worker_alo_steady = _at_least_once_worker(run, topics, records, tag, groups)
     return RunResult(
         raw_rate,
         raw_n,
@@ -809,16 +855,18 @@ def _one_run(
         loop_rate=loops[0],
         loop_no_state_rate=loops[1],
         worker_alo_rate=worker_alo_rate,
+        ingest_steady_rate=ingest_steady,
+        worker_alo_steady_rate=worker_alo_steady,
     )
 
 
 def _at_least_once_worker(
     run: Settings, topics: Topics, records: int, tag: str, groups: list[str]
-) -> float:
+) -> tuple[float, float]:
     """(g) today's worker with the at-least-once ingest agent of before (its own consumer
-    groups): records from its first output's timestamp to its last one's. That leaves out
-    its last flush, and the reader thread's commit of the last offsets, where (b) counts
-    its last commit: if anything, the baseline is favoured."""
+    groups): records from its first output's timestamp to its last one's, and its steady
+    rate. The first leaves out its last flush, and the reader thread's commit of the last
+    offsets, where (b) counts its last commit: if anything, the baseline is favoured."""
     _say(f"{tag} (g) ingest, at least once, as a worker: starting it (fresh consumer group) ...")
     alo = dataclasses.replace(run, app_id=f"{run.app_id}-alo-worker", worker_agents="none")
     groups += [alo.app_id, alo.ingest_group]
@@ -827,10 +875,11 @@ def _at_least_once_worker(
         alo, name=f"bench-alo-worker-{run.app_id}", module="xiangyun.bench_worker", args=()
     ):
         acked, _ = _wait_committed(run, topics, alo.ingest_group, timeout=900, idle_timeout=60)
-    read, first, last = _timestamps(run, start, acked)
-    alo_rate = rate(acked, first, last / 1000) if acked == records and read == records else 0.0
-    _say(f"{tag} (g) {acked:,} records acknowledged, {alo_rate:,.0f}/s")
-    return alo_rate
+    read, first, last, steady = _timestamps(run, start, acked)
+    whole = acked == records and read == records
+    alo_rate = rate(acked, first, last / 1000) if whole else 0.0
+    _say(f"{tag} (g) {acked:,} records acknowledged, {alo_rate:,.0f}/s, steady {steady:,.0f}/s")
+    return alo_rate, steady if whole else 0.0
 
 
 def render(r: BenchResult) -> str:
@@ -853,6 +902,11 @@ def render(r: BenchResult) -> str:
         "(exactly once against at least once, same decision)",
         f"ratio (b)/(g), per run       {r.worker_cost.format('.2f')}  "
         "(the same, both as workers: today's at-least-once path)",
+        f"(b) steady                   {r.ingest_steady.format()} records/s  "
+        f"(outputs between the {STEADY_TRIM:.0%} and {1 - STEADY_TRIM:.0%} quantiles)",
+        f"(g) steady                   {r.worker_alo_steady.format()} records/s",
+        f"ratio (b)/(g) steady         {r.steady_cost.format('.2f')}  "
+        "(the rate kept up, without a run's start and end)",
         f"ratio (e)/(d), per run       {r.loop_cost.format('.2f')}  "
         "(the same, in-process: no worker around it)",
         f"ratio (f)/(d), per run       {r.txn_cost.format('.2f')}  "
@@ -860,14 +914,14 @@ def render(r: BenchResult) -> str:
         f"worker peak memory (VmHWM)   {Spread.of(x.worker_peak_mib for x in r.runs).format()} MiB",
         "",
         "run   (a) raw/s   (t) txn/s   (d) alo/s   (b) ingest/s   (c) views/s   (e) loop/s"
-        "   (f) no state/s   (g) alo worker/s   (b)/(d)   (b)/(g)   outcomes",
+        "   (f) no state/s   (g) alo worker/s   (b)/(d)   (b)/(g)   steady   outcomes",
     ]
     for i, x in enumerate(r.runs, 1):
         lines.append(
             f"{i:>3} {x.raw_rate:>11,.0f} {x.txn_rate:>11,.0f} {x.decided_rate:>11,.0f} "
             f"{x.ingest_rate:>14,.0f} {x.view_rate:>13,.0f} {x.loop_rate:>12,.0f} "
             f"{x.loop_no_state_rate:>16,.0f} {x.worker_alo_rate:>18,.0f} {x.eos_cost:>9.2f} "
-            f"{x.worker_cost:>9.2f}   "
+            f"{x.worker_cost:>9.2f} {x.steady_cost:>8.2f}   "
             f"{x.ingest_outcomes:,}/{r.records:,}"
         )
     lines += [

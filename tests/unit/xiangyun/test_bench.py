@@ -1,6 +1,6 @@
 import pytest
 
-from xiangyun.bench import BenchResult, RunResult, Spread, rate, ratios, render
+from xiangyun.bench import BenchResult, RunResult, Spread, rate, ratios, render, steady_rate
 
 
 def test_spread_is_min_median_max_whatever_the_order():
@@ -87,3 +87,23 @@ def test_the_worker_is_also_set_against_the_at_least_once_worker():
     assert r.worker_cost == Spread(0.9, 1.05, 1.2)
     assert "(b)/(g), per run       0.90 / 1.05 / 1.20" in render(r)
     assert RunResult(300, 100, 45, 100, 90.0).worker_cost == 0.0  # (g) not measured
+
+
+def test_the_steady_rate_leaves_out_a_runs_start_and_end():
+    # 1,000 outputs a second for 10 s, then the last one 5 s later (a slow last commit)
+    times = [1_000 + i for i in range(10_000)] + [16_000]
+    assert steady_rate(times) == pytest.approx(1_000, rel=0.01)
+    assert steady_rate(times, trim=0.0) == pytest.approx(10_000 / 15, rel=0.01)
+    assert steady_rate(times[:99]) == 0.0  # too few to say
+    assert steady_rate([5] * 1_000) == 0.0  # all in one millisecond
+
+
+def test_the_steady_ratio_is_reported_per_run_and_as_a_spread():
+    runs = [
+        RunResult(300, 100, 45, 100, 90.0, ingest_steady_rate=50, worker_alo_steady_rate=50),
+        RunResult(300, 100, 48, 100, 90.0, ingest_steady_rate=44, worker_alo_steady_rate=40),
+    ]
+    r = BenchResult(100, "test", runs)
+    assert r.steady_cost == Spread(1.0, 1.05, 1.1)
+    assert "(b)/(g) steady         1.00 / 1.05 / 1.10" in render(r)
+    assert RunResult(300, 100, 45, 100, 90.0, ingest_steady_rate=5).steady_cost == 0.0
