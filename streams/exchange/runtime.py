@@ -31,12 +31,12 @@ from streams.audit.entry import AccessEntry
 from streams.audit.log import AccessLog, EntryWriter, read_topic
 from streams.exchange.core import Exchange, Message, Output, Step
 from streams.exchange.messages import ExchangeCodec
-from streams.ingest.runtime import TransactionFailed
 from streams.kafka.batch_reader import Offsets
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import StreamsConfig
 from streams.kafka.policy_store import PolicyStore, catalog_fields
 from streams.kafka.topics import Topics, ensure_department_topics, ensure_topics
+from streams.kafka.transaction import Transaction, TransactionFailed
 from streams.kafka.units_store import UnitsStore
 from streams.views.reader import PoolView
 from streams.wire.codec import decode
@@ -86,11 +86,8 @@ class ExchangeRuntime:
             mask_key=config.policy_mask_key,
         )
         self.transactional_id = f"{config.app_id}.exchange"
-        self._producer: Producer | None = None
+        self._txn: Transaction | None = None
         self.writer: EntryWriter | None = None
-        self._open = False
-        self._offsets: Offsets = {}
-        self._failures: list[str] = []
         self._answers: Counter[tuple[str, str]] = Counter()
         self._deliveries: Counter[tuple[str, str]] = Counter()
         self._sent_at: list[float] = []
@@ -108,13 +105,12 @@ class ExchangeRuntime:
         self.units.start()
         # The same transactional id as any earlier exchange: that one is fenced, and its open
         # transaction aborted, before the log's end is read to number the entries.
-        self._producer = Producer(
-            self.config.kafka.transactional_producer(
-                self.transactional_id,
-                **{"transaction.timeout.ms": self.config.transaction_timeout_ms},
-            )
+        self._txn = Transaction.start(
+            self.config.kafka,
+            self.transactional_id,
+            self.config.transaction_timeout_ms,
+            "exchange",
         )
-        self._producer.init_transactions(30)
         self.writer = self.access.writer()
         self._refresh_freshness()  # the first answers carry the figures too
         self._refresher = threading.Thread(
@@ -135,12 +131,10 @@ class ExchangeRuntime:
         self._closing.set()
         if self._refresher is not None:
             self._refresher.join(10)  # before the view's probe closes
-        if self._producer is not None and self._open:
-            try:
-                self._producer.abort_transaction(10)
-            except KafkaException as exc:
-                log.warning("exchange: abort on close: %s", exc)
-            self._open = False
+        try:
+            self.abort()
+        except KafkaException as exc:
+            log.warning("exchange: abort on close: %s", exc)
         for closing in (self.policy.close, self.catalog.close, self.units.close, self.view.close):
             try:
                 closing()
@@ -256,30 +250,29 @@ class ExchangeRuntime:
     def produce(self, steps: Sequence[Step], offsets: Offsets, sent_at: Sequence[float]) -> None:
         """Add the steps' records and entries and the offsets they answer for to the open
         transaction (begun here if none is). Never while :meth:`commit` runs."""
-        producer, writer = self._producer, self.writer
-        assert producer is not None and writer is not None, "start() first"
-        if not self._open:
-            producer.begin_transaction()
-            self._open = True
-        for step in steps:
-            for out in step.out:
-                if isinstance(out, AccessEntry):
-                    key, value = writer.record(out)
-                    self._send(producer, Output(writer.topic, key, value, 0))
-                else:
-                    self._send(producer, out)
-            for a in step.answers:
-                self._answers[a] += 1
-            for d in step.deliveries:
-                self._deliveries[d] += 1
-        self._offsets.update(offsets)
-        self._sent_at.extend(sent_at)
+        txn, writer = self._txn, self.writer
+        assert txn is not None and writer is not None, "start() first"
+        with txn.lock:  # the log's numbering goes with the transaction
+            producer = txn.begin()
+            for step in steps:
+                for out in step.out:
+                    if isinstance(out, AccessEntry):
+                        key, value = writer.record(out)
+                        self._send(producer, txn, Output(writer.topic, key, value, 0))
+                    else:
+                        self._send(producer, txn, out)
+                for a in step.answers:
+                    self._answers[a] += 1
+                for d in step.deliveries:
+                    self._deliveries[d] += 1
+            txn.cover(offsets)
+            self._sent_at.extend(sent_at)
 
-    def _send(self, producer: Producer, out: Output) -> None:
+    def _send(self, producer: Producer, txn: Transaction, out: Output) -> None:
         while True:
             try:
                 if out.partition is None:
-                    producer.produce(out.topic, out.value, out.key, on_delivery=self._on_delivery)
+                    producer.produce(out.topic, out.value, out.key, on_delivery=txn.on_delivery)
                 else:
                     producer.produce(
                         out.topic,
@@ -288,7 +281,7 @@ class ExchangeRuntime:
                         partition=self._decisions_partition(out.partition)
                         if out.topic == self.topics.exchange_decisions
                         else out.partition,
-                        on_delivery=self._on_delivery,
+                        on_delivery=txn.on_delivery,
                     )
                 return
             except BufferError:
@@ -300,60 +293,43 @@ class ExchangeRuntime:
         waits for one commit, and under load the batches, not the waits, grow. An
         interval, as the ingest commits, held every answer up to the interval at a steady
         rate (p50 138 ms at 1,000/s against 6 ms for the bare round trip)."""
-        return self._open
+        return self._txn is not None and self._txn.open
 
     def commit(self, group_metadata: Callable[[], object], timeout: float = 60.0) -> int:
         """Send the offsets with the group metadata and commit; the answers committed.
         Raises :class:`TransactionFailed` after aborting."""
-        producer, writer = self._producer, self.writer
-        assert producer is not None and writer is not None
-        if not self._open:
-            return 0
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
-        try:
-            if offsets:
-                producer.send_offsets_to_transaction(offsets, group_metadata(), timeout)
-            producer.commit_transaction(timeout)
-        except KafkaException as exc:
-            self.metrics.transactions.labels("aborted").inc()
-            writer.aborted()
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.txn_requires_abort():
-                try:
-                    producer.abort_transaction(timeout)
-                except KafkaException as abort_exc:
-                    log.error("exchange: abort after a failed commit: %s", abort_exc)
-            raise TransactionFailed(f"exchange transaction not committed: {err or exc}") from exc
-        finally:
-            self._open = False
-            self._offsets = {}
-        if self._failures:
-            failures, self._failures = self._failures[:5], []
-            raise TransactionFailed(f"delivery failures in a committed transaction: {failures}")
-        writer.committed()
+        txn, writer = self._txn, self.writer
+        assert txn is not None and writer is not None, "start() first"
+        with txn.lock:
+            try:
+                if not txn.commit(group_metadata, timeout):
+                    return 0
+            except TransactionFailed:
+                self.metrics.transactions.labels("aborted").inc()
+                writer.aborted()
+                raise
+            writer.committed()
+            sent_at, self._sent_at = self._sent_at, []
+            answers, self._answers = self._answers, Counter()
+            deliveries, self._deliveries = self._deliveries, Counter()
         self.metrics.transactions.labels("committed").inc()
         now = time.time()
-        for t in self._sent_at:
+        for t in sent_at:
             self.metrics.latency.observe(max(0.0, now - t))
-        self._sent_at = []
-        answers, self._answers = self._answers, Counter()
-        deliveries, self._deliveries = self._deliveries, Counter()
         self.metrics.count(answers, deliveries)
         self.metrics.subscriptions.set(len(self.exchange.subscriptions))
         return sum(answers.values())
 
     def abort(self, timeout: float = 10.0) -> None:
-        if self._producer is None or not self._open:
+        """Abort the open transaction (a lost assignment, a stopping worker); after a
+        commit in flight, if any."""
+        txn = self._txn
+        if txn is None:
             return
-        try:
-            self._producer.abort_transaction(timeout)
-            self.metrics.transactions.labels("aborted").inc()
-        finally:
-            self._open = False
-            self._offsets = {}
-            if self.writer is not None:
-                self.writer.aborted()
-
-    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
-        if err is not None:
-            self._failures.append(str(err))
+        with txn.lock:
+            try:
+                if txn.abort(timeout):
+                    self.metrics.transactions.labels("aborted").inc()
+            finally:
+                if self.writer is not None:
+                    self.writer.aborted()

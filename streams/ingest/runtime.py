@@ -39,6 +39,7 @@ from streams.kafka.consent_store import ConsentBook
 from streams.kafka.lag import GroupLag
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_topics
+from streams.kafka.transaction import Transaction, TransactionFailed
 from streams.kafka.units_store import UnitsStore
 from streams.units.model import UnitRegister
 from streams.wire.codec import Schema, SchemaRegistry
@@ -124,10 +125,6 @@ class StaticUnits:
         return None
 
 
-class TransactionFailed(RuntimeError):
-    """A transaction could not commit; it was aborted (or the producer is fenced)."""
-
-
 class InternalErrors(RuntimeError):
     """Too many records in a row failed on the platform's own error, not on their data."""
 
@@ -191,10 +188,7 @@ class Runtime:
             partitions=config.partitions,
             consent=self.consents.check if self.consents is not None else None,
         )
-        self._producer: Producer | None = None
-        self._open = False
-        self._offsets: Offsets = {}
-        self._opened_at = 0.0
+        self._txn: Transaction | None = None
         self._tally: Counter[tuple[OutcomeKind, Pool | None, Reason | None, str]] = Counter()
         self._lag: GroupLag | None = None
 
@@ -221,13 +215,12 @@ class Runtime:
             )
         # A fresh id per process; a killed worker's open transaction is aborted by the
         # coordinator after transaction.timeout.ms, and KIP-447 fences it from committing.
-        txn_id = f"{self.config.ingest_group}.{uuid.uuid4().hex[:12]}"
-        self._producer = Producer(
-            self.config.kafka.transactional_producer(
-                txn_id, **{"transaction.timeout.ms": self.config.transaction_timeout_ms}
-            )
+        self._txn = Transaction.start(
+            self.config.kafka,
+            f"{self.config.ingest_group}.{uuid.uuid4().hex[:12]}",
+            self.config.transaction_timeout_ms,
+            "ingest",
         )
-        self._producer.init_transactions(30)
         self.metrics.up.set(1)
         return self
 
@@ -256,12 +249,10 @@ class Runtime:
 
     def close(self) -> None:
         self.metrics.up.set(0)
-        if self._producer is not None and self._open:
-            try:
-                self._producer.abort_transaction(10)
-            except KafkaException as exc:
-                log.warning("abort on close: %s", exc)
-            self._open = False
+        try:
+            self.abort()
+        except KafkaException as exc:
+            log.warning("abort on close: %s", exc)
         self.schema_topic.close()
         self.catalog.close()
         self.units.close()
@@ -365,56 +356,39 @@ class Runtime:
     def produce(self, outcomes: Sequence[Outcome], offsets: Offsets) -> None:
         """Add outputs and the offsets they answer for to the open transaction (begun
         here if none is). Never while :meth:`commit` runs."""
-        producer = self._producer
-        assert producer is not None, "Runtime.start() first"
-        if not self._open:
-            producer.begin_transaction()
-            self._open = True
-            self._opened_at = time.monotonic()
-        # No delivery callback: a message that fails makes the commit fail (abortable), so
-        # nothing is acknowledged that was not written; a callback per record cost a GIL
-        # hand-over each on the committing thread.
-        produce_outcomes(producer, outcomes)
-        # (kind, pool, reason, unit) of each outcome, counted in C: half the cost of a
-        # Counter increment per record
-        self._tally.update(map(_TALLY_KEY, outcomes))
-        self._offsets.update(offsets)
+        txn = self._txn
+        assert txn is not None, "Runtime.start() first"
+        with txn.lock:
+            producer = txn.begin()
+            # No delivery callback: a message that fails makes the commit fail (abortable),
+            # so nothing is acknowledged that was not written; a callback per record cost a
+            # GIL hand-over each on the committing thread.
+            produce_outcomes(producer, outcomes)
+            # (kind, pool, reason, unit) of each outcome, counted in C: half the cost of a
+            # Counter increment per record
+            self._tally.update(map(_TALLY_KEY, outcomes))
+            txn.cover(offsets)
         self.metrics.batch_records.observe(len(outcomes))
 
     def commit_due(self, idle: bool) -> bool:
         """Commit when no batch waits (latency) or the transaction is old enough."""
-        if not self._open:
-            return False
-        age_ms = (time.monotonic() - self._opened_at) * 1000
-        return idle or age_ms >= self.config.commit_interval_ms
+        return self._txn is not None and self._txn.due(idle, self.config.commit_interval_ms)
 
     def commit(self, group_metadata: Callable[[], object], timeout: float = 60.0) -> int:
         """Send the covered offsets with the consumer's group metadata and commit; the
         number of outputs committed. Raises :class:`TransactionFailed` after aborting."""
-        producer = self._producer
-        assert producer is not None
-        if not self._open:
-            return 0
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
-        try:
-            if offsets:
-                producer.send_offsets_to_transaction(offsets, group_metadata(), timeout)
-            producer.commit_transaction(timeout)
-        except KafkaException as exc:
-            self.metrics.transactions.labels("aborted").inc()
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.txn_requires_abort():
-                try:
-                    producer.abort_transaction(timeout)
-                except KafkaException as abort_exc:
-                    log.error("abort after a failed commit: %s", abort_exc)
-            raise TransactionFailed(f"transaction not committed: {err or exc}") from exc
-        finally:
-            self._open = False
-            self._offsets = {}
+        txn = self._txn
+        assert txn is not None, "Runtime.start() first"
+        with txn.lock:
+            try:
+                if not txn.commit(group_metadata, timeout):
+                    return 0
+            except TransactionFailed:
+                self.metrics.transactions.labels("aborted").inc()
+                raise
+            tally, self._tally = self._tally, Counter()
         self.metrics.transactions.labels("committed").inc()
         self.metrics.state_keys.set(len(self.state))  # a sum over the partitions: cheap
-        tally, self._tally = self._tally, Counter()
         self.metrics.count(
             {
                 (kind.value, pool.value if pool else "", reason.value if reason else "", unit): n
@@ -424,16 +398,17 @@ class Runtime:
         return sum(tally.values())
 
     def abort(self, timeout: float = 10.0) -> None:
-        """Abort the open transaction (a lost assignment, a stopping worker)."""
-        if self._producer is None or not self._open:
+        """Abort the open transaction (a lost assignment, a stopping worker); after a
+        commit in flight, if any: that one commits or fails on its own."""
+        txn = self._txn
+        if txn is None:
             return
-        try:
-            self._producer.abort_transaction(timeout)
-            self.metrics.transactions.labels("aborted").inc()
-        finally:
-            self._open = False
-            self._offsets = {}
-            self._tally = Counter()
+        with txn.lock:
+            try:
+                if txn.abort(timeout):
+                    self.metrics.transactions.labels("aborted").inc()
+            finally:
+                self._tally = Counter()
 
     # -- operations ----------------------------------------------------------------------
     def report(self, group: str) -> None:

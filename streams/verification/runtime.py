@@ -39,7 +39,6 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
@@ -48,6 +47,7 @@ from streams.kafka.batch_reader import Offsets
 from streams.kafka.config import StreamsConfig
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_conflict_topics, ensure_topics
+from streams.kafka.transaction import Transaction, TransactionFailed
 from streams.kafka.units_store import UnitsStore
 from streams.verification.decision import SOURCE_HEADER, Output, Verifier
 from streams.verification.store import RocksStore
@@ -56,10 +56,6 @@ from streams.wire.codec import SchemaRegistry
 __all__ = ["Offsets", "TransactionFailed", "VerifyRuntime", "die"]
 
 log = logging.getLogger(__name__)
-
-
-class TransactionFailed(RuntimeError):
-    """A transaction could not commit; it was aborted (or the producer is fenced)."""
 
 
 class VerifyRuntime:
@@ -88,11 +84,7 @@ class VerifyRuntime:
             pending_max=config.verify_pending_max,
         )
         self.state_root = config.state_dir / "verification" / config.verify_group
-        self._producer: Producer | None = None
-        self._failures: list[str] = []
-        self._open = False
-        self._offsets: Offsets = {}
-        self._opened_at = 0.0
+        self._txn: Transaction | None = None
         self._lock = threading.Lock()  # the state: restores (reader thread) and decisions
         #: called by :meth:`close` (the open-conflict tracker)
         self.on_close: list[Callable[[], None]] = []
@@ -106,13 +98,12 @@ class VerifyRuntime:
         self._check_partitioning()
         self.schema_topic.follow()
         self.units.start()
-        txn_id = f"{self.config.verify_group}.{uuid.uuid4().hex[:12]}"
-        self._producer = Producer(
-            self.config.kafka.transactional_producer(
-                txn_id, **{"transaction.timeout.ms": self.config.transaction_timeout_ms}
-            )
+        self._txn = Transaction.start(
+            self.config.kafka,
+            f"{self.config.verify_group}.{uuid.uuid4().hex[:12]}",
+            self.config.transaction_timeout_ms,
+            "verifier",
         )
-        self._producer.init_transactions(30)
         return self
 
     def _check_partitioning(self) -> None:
@@ -142,12 +133,10 @@ class VerifyRuntime:
         return name
 
     def close(self) -> None:
-        if self._producer is not None and self._open:
-            try:
-                self._producer.abort_transaction(10)
-            except KafkaException as exc:
-                log.warning("verifier abort on close: %s", exc)
-            self._open = False
+        try:
+            self.abort()
+        except KafkaException as exc:
+            log.warning("verifier abort on close: %s", exc)
         with self._lock:
             self.verifier.close(self.verifier.partitions())
         for close in self.on_close:
@@ -220,58 +209,38 @@ class VerifyRuntime:
         return out
 
     def produce(self, outputs: Sequence[Output], offsets: Offsets) -> None:
-        producer = self._producer
-        assert producer is not None, "VerifyRuntime.start() first"
-        if not self._open:
-            producer.begin_transaction()
-            self._open = True
-            self._opened_at = time.monotonic()
-        for out in outputs:
-            while True:
-                try:
-                    producer.produce(
-                        out.topic,
-                        out.value,
-                        out.key,
-                        partition=out.partition,
-                        headers=out.headers,
-                        on_delivery=self._on_delivery,
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        self._offsets.update(offsets)
+        txn = self._txn
+        assert txn is not None, "VerifyRuntime.start() first"
+        with txn.lock:
+            producer = txn.begin()
+            for out in outputs:
+                while True:
+                    try:
+                        producer.produce(
+                            out.topic,
+                            out.value,
+                            out.key,
+                            partition=out.partition,
+                            headers=out.headers,
+                            on_delivery=txn.on_delivery,
+                        )
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            txn.cover(offsets)
 
     def commit_due(self, idle: bool) -> bool:
-        if not self._open:
-            return False
-        return idle or (time.monotonic() - self._opened_at) * 1000 >= self.config.commit_interval_ms
+        return self._txn is not None and self._txn.due(idle, self.config.commit_interval_ms)
 
     def commit(self, group_metadata: Callable[[], object], timeout: float = 60.0) -> int:
-        producer = self._producer
-        assert producer is not None
-        if not self._open:
-            return 0
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+        txn = self._txn
+        assert txn is not None, "VerifyRuntime.start() first"
         try:
-            if offsets:
-                producer.send_offsets_to_transaction(offsets, group_metadata(), timeout)
-            producer.commit_transaction(timeout)
-        except KafkaException as exc:
+            if not txn.commit(group_metadata, timeout):
+                return 0
+        except TransactionFailed:
             self.metrics.transactions.labels("aborted").inc()
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.txn_requires_abort():
-                try:
-                    producer.abort_transaction(timeout)
-                except KafkaException as abort_exc:
-                    log.error("verifier abort after a failed commit: %s", abort_exc)
-            raise TransactionFailed(f"verifier transaction not committed: {err or exc}") from exc
-        finally:
-            self._open = False
-            self._offsets = {}
-        if self._failures:
-            failures, self._failures = self._failures[:5], []
-            raise TransactionFailed(f"delivery failures in a committed transaction: {failures}")
+            raise
         self.metrics.transactions.labels("committed").inc()
         with self._lock:
             tally = self.verifier.take_tally()
@@ -281,18 +250,10 @@ class VerifyRuntime:
         return sum(tally.values())
 
     def abort(self, timeout: float = 10.0) -> None:
-        if self._producer is None or not self._open:
-            return
-        try:
-            self._producer.abort_transaction(timeout)
+        """Abort the open transaction (a lost assignment, a stopping worker); after a
+        commit in flight, if any."""
+        if self._txn is not None and self._txn.abort(timeout):
             self.metrics.transactions.labels("aborted").inc()
-        finally:
-            self._open = False
-            self._offsets = {}
-
-    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
-        if err is not None:
-            self._failures.append(str(err))
 
 
 def _source(m: Message) -> bytes | None:
