@@ -6,6 +6,12 @@ Each item of its stream is a batch read by :class:`~streams.ingest.reader.Collec
 outputs go into the open transaction with the batch's offsets, and the transaction commits
 when no batch waits or it is ``commit_interval_ms`` old. The commit runs on a thread while
 the next batch is decided: the broker's acknowledgement no longer stalls the decisions.
+
+librdkafka takes no output while a commit runs. A batch decided then waits with its
+outcomes, and while another batch waits in the channel that one is decided too, up to
+:data:`DECIDED_AHEAD` batches: a slow commit (a busy broker) leaves the decisions running
+instead of stopping them. When no batch waits, the agent takes the commit's end and
+produces at once: nothing decided waits for input that may not come.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from streams.ingest.decision import Outcome
 from streams.ingest.runtime import die
 from streams.kafka.batch_reader import Barrier, Offsets, crash_only, report_once, unpack
 
-__all__ = ["BatchSource", "Transactional", "register_ingest"]
+__all__ = ["DECIDED_AHEAD", "BatchSource", "Transactional", "register_ingest"]
+
+#: batches decided while a commit runs, at most, before the agent waits for it
+DECIDED_AHEAD = 8
 
 
 class BatchSource(Protocol):
@@ -58,6 +67,8 @@ def register_ingest(
         loop = asyncio.get_running_loop()
         commit: asyncio.Future[int] | None = None
         read_at: list[float] = []  # when each batch of the open transaction was taken
+        # decided while a commit ran, not produced yet: outcomes, offsets, when taken
+        decided: list[tuple[list[Outcome], Offsets, float]] = []
 
         def start_commit() -> asyncio.Future[int]:
             fut = loop.run_in_executor(None, runtime.commit, source.group_metadata)
@@ -80,9 +91,25 @@ def register_ingest(
                 read_at.clear()
                 commit = None
 
+        def produce_decided() -> None:
+            for outcomes, offsets, taken in decided:
+                runtime.produce(outcomes, offsets)
+                read_at.append(taken)
+            decided.clear()
+
+        def decide_ahead() -> bool:
+            """Whether to leave what was decided for now and decide the next batch."""
+            return (
+                commit is not None
+                and not commit.done()
+                and len(decided) < DECIDED_AHEAD
+                and not source.idle()  # a batch waits: the loop comes back at once
+            )
+
         async for item in items:
             if isinstance(item, Barrier):
                 await finish()
+                produce_decided()
                 commit = start_commit()
                 try:
                     await finish()
@@ -100,9 +127,11 @@ def register_ingest(
                 except Exception as exc:  # too many INTERNAL in a row
                     on_fatal(exc)
                     return
-                await finish()  # the previous commit ran while this batch was decided
-                runtime.produce(outcomes, offsets)
-                read_at.append(taken)
+                decided.append((outcomes, offsets, taken))
+                if decide_ahead():
+                    continue
+                await finish()  # the previous commit ran while these batches were decided
+                produce_decided()
                 if runtime.commit_due(source.idle()):
                     commit = start_commit()
         await finish()

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import threading
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,10 @@ from streams.ingest.runtime import (
     Runtime,
     StaticCatalog,
     StaticUnits,
-    TransactionFailed,
 )
 from streams.kafka.batch_reader import Barrier
 from streams.kafka.topics import Topics
+from streams.kafka.transaction import Transaction, TransactionFailed
 from streams.units.model import UnitRegister
 from streams.wire.codec import Schema, encode
 from tests.unit.kafka_fakes import FakeMessage, FakeProducer
@@ -84,7 +86,7 @@ def make_runtime(settings: Settings) -> tuple[Runtime, TxnProducer]:
         consents=False,
     )
     producer = TxnProducer()
-    runtime._producer = producer  # type: ignore[assignment]
+    runtime._txn = Transaction(producer, "ingest")  # type: ignore[arg-type]
     return runtime, producer
 
 
@@ -169,6 +171,103 @@ def test_agent_commits_outputs_and_offsets_in_one_transaction(settings: Settings
     )
     want = Counter(r.expected.split(":")[0] for r in sample)
     assert kinds == want
+
+
+class SlowCommit:
+    """Holds the producer's commit until released, as a busy broker does."""
+
+    def __init__(self, producer: TxnProducer) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        commit = producer.commit_transaction
+
+        def slow(t: float) -> None:
+            self.started.set()
+            assert self.release.wait(10), "the test never released the commit"
+            commit(t)
+
+        producer.commit_transaction = slow  # type: ignore[method-assign]
+
+
+async def _until(cond: Callable[[], bool], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
+        await asyncio.sleep(0.01)
+
+
+def _with_agent(
+    settings: Settings, runtime: Runtime, steps: Callable[[Any, Source], Awaitable[None]]
+) -> list[BaseException]:
+    fatal: list[BaseException] = []
+
+    async def run() -> None:
+        app = create_app(settings.streams)
+        app.finalize()
+        source = Source(app)
+        register_ingest(app, runtime, source, on_fatal=fatal.append)
+        async with app.agents["ingest"].test_context() as ctx:
+            await steps(ctx, source)
+
+    asyncio.run(run())
+    return fatal
+
+
+def test_batches_waiting_behind_a_commit_are_decided_then_produced_after_it(
+    settings: Settings,
+) -> None:
+    runtime, producer = make_runtime(settings)
+    gen = SampleGenerator(
+        runtime.codec, runtime.catalog.current(), settings.schema_dir, seed=8, broken_share=0.0
+    )
+    batches = _batches(list(gen.records(40)), 10)
+    slow = SlowCommit(producer)
+    decided: list[int] = []
+    decide = runtime.decide
+    runtime.decide = lambda records: (decided.append(len(records)), decide(records))[1]  # type: ignore[method-assign]
+
+    async def steps(ctx: Any, source: Source) -> None:
+        await asyncio.wait_for(ctx.put(batches[0]), 10)  # idle after it: produced and committing
+        await _until(slow.started.is_set, "the first commit")
+        source.idle_answer = False  # batches wait in the channel behind the commit
+        await asyncio.wait_for(ctx.put(batches[1]), 10)
+        await asyncio.wait_for(ctx.put(batches[2]), 10)
+        await _until(lambda: len(decided) == 3, "three batches decided")
+        # librdkafka takes no output during a commit: decided, held, nothing produced
+        assert len(producer.open) == 10 and producer.log == ["begin", "offsets"]
+        source.idle_answer = True
+        slow.release.set()
+        await asyncio.wait_for(ctx.put(batches[3]), 10)
+        await _until(lambda: len(producer.offsets) == 2, "the second commit")
+
+    assert _with_agent(settings, runtime, steps) == []
+    assert producer.log == ["begin", "offsets", "commit:10", "begin", "offsets", "commit:30"]
+    assert producer.offsets == [[(0, 10)], [(0, 40)]]
+    assert len(producer.committed) == 40 and producer.open == []
+
+
+def test_a_batch_decided_during_a_commit_is_committed_without_more_input(
+    settings: Settings,
+) -> None:
+    """Nothing waits in the channel: the agent waits for the commit and produces at once
+    (deciding ahead for a batch that may never come would hold this one forever)."""
+    runtime, producer = make_runtime(settings)
+    gen = SampleGenerator(
+        runtime.codec, runtime.catalog.current(), settings.schema_dir, seed=9, broken_share=0.0
+    )
+    batches = _batches(list(gen.records(20)), 10)
+    slow = SlowCommit(producer)
+
+    async def steps(ctx: Any, _source: Source) -> None:
+        await asyncio.wait_for(ctx.put(batches[0]), 10)
+        await _until(slow.started.is_set, "the first commit")
+        await asyncio.wait_for(ctx.put(batches[1]), 10)
+        slow.release.set()
+        await _until(lambda: len(producer.offsets) == 2, "the second commit")
+
+    assert _with_agent(settings, runtime, steps) == []
+    assert producer.offsets == [[(0, 10)], [(0, 20)]]
+    assert producer.log[-1] == "commit:10" and producer.open == []
 
 
 def test_a_failed_commit_is_fatal_and_nothing_is_committed(settings: Settings) -> None:
