@@ -137,6 +137,7 @@ class Ingestor:
         units: Callable[[], UnitRegister] | None = None,
         partitions: int = 0,
         consent: ConsentCheck | None = None,
+        refresh_consents: Callable[[], object] | None = None,
     ) -> None:
         self.codec = codec
         self.registry: SchemaRegistry = codec.registry
@@ -160,6 +161,9 @@ class Ingestor:
         self.partitions = partitions
         #: the consents on record (article 18); None: a non-empty reference suffices
         self.consent = consent
+        #: reads the consents topic to its end: a consent published just before the record
+        #: that names it may not have reached the book yet
+        self._refresh_consents = refresh_consents
         self._principals: dict[str, str | None] = {}
         self.max_clock_skew_ms = max_clock_skew_ms
         self._clock_ms = clock_ms
@@ -176,16 +180,22 @@ class Ingestor:
     # -- the decision ------------------------------------------------------------------
     def process_batch(self, messages: Iterable[Message]) -> list[Outcome]:
         """Decide a batch. An unknown writer fingerprint costs one sync with the schema
-        topic per batch, not one per record: those records are decided again after it."""
+        topic per batch, not one per record, and an unknown consent one sync with the
+        consents topic: those records are decided again after it (a rejected record has
+        not touched the pool state)."""
         refresh, self._refresh = self._refresh, None
         try:
             batch = list(messages)
             outcomes = [self.process(*m) for m in batch]
-            unknown = [i for i, o in enumerate(outcomes) if o.reason is Reason.UNKNOWN_SCHEMA]
-            if unknown and refresh is not None:
-                refresh()
-                for i in unknown:
-                    outcomes[i] = self.process(*batch[i])
+            for reason, sync in (
+                (Reason.UNKNOWN_SCHEMA, refresh),
+                (Reason.CONSENT_UNKNOWN, self._refresh_consents),
+            ):
+                unknown = [i for i, o in enumerate(outcomes) if o.reason is reason]
+                if unknown and sync is not None:
+                    sync()
+                    for i in unknown:
+                        outcomes[i] = self.process(*batch[i])
         finally:
             self._refresh = refresh
         return outcomes

@@ -35,7 +35,7 @@ from streams.ingest.pool_state import STATE_HEADER, PoolState
 from streams.kafka.batch_reader import Offsets
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import StreamsConfig
-from streams.kafka.consent_store import ConsentBook
+from streams.kafka.consent_store import ConsentBook, ConsentsUnavailable
 from streams.kafka.lag import GroupLag
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_topics
@@ -59,6 +59,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: how long a batch waits, at most, for the consents topic when a record names a consent
+#: the book does not hold (once per batch)
+CONSENT_SYNC_TIMEOUT_S = 2.0
 
 _TALLY_KEY = operator.itemgetter(
     *(Outcome._fields.index(f) for f in ("kind", "pool", "reason", "unit"))
@@ -187,6 +191,7 @@ class Runtime:
             units=self.units.current,
             partitions=config.partitions,
             consent=self.consents.check if self.consents is not None else None,
+            refresh_consents=self._sync_consents if self.consents is not None else None,
         )
         self._txn: Transaction | None = None
         self._tally: Counter[tuple[OutcomeKind, Pool | None, Reason | None, str]] = Counter()
@@ -258,6 +263,15 @@ class Runtime:
         self.units.close()
         if self.consents is not None:
             self.consents.close()
+
+    def _sync_consents(self) -> None:
+        """Read the consents topic to its end, briefly: a record naming a consent not on
+        record is decided again after it (CONSENT_UNKNOWN if it still is not)."""
+        assert self.consents is not None
+        try:
+            self.consents.sync(timeout=CONSENT_SYNC_TIMEOUT_S)
+        except ConsentsUnavailable as exc:  # decided on what the book holds
+            log.warning("consents not read to their end: %s", exc)
 
     # -- pool state ----------------------------------------------------------------------
     def restore(self, partitions: Sequence[int], timeout: float | None = None) -> int:

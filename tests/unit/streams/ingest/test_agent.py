@@ -388,3 +388,54 @@ def test_a_batch_syncs_the_schema_topic_once_and_learns_late_schemas(settings: S
     assert [o.reason for o in outcomes[:3]] == [Reason.UNKNOWN_SCHEMA] * 3
     assert outcomes[3].kind is OutcomeKind.ACCEPTED
     assert runtime.ingestor._refresh is refresh
+
+
+def test_a_batch_syncs_the_consents_once_and_learns_a_consent_published_just_before(
+    settings: Settings,
+) -> None:
+    """A source system publishes a consent, then the record citing it: the record may reach
+    the worker first. One sync of the consents topic per batch, then those records again."""
+    from streams.core.consent import check_terms
+
+    runtime, _ = make_runtime(settings)
+    gen = SampleGenerator(
+        runtime.codec,
+        runtime.catalog.current(),
+        settings.schema_dir,
+        seed=4,
+        broken_share=0.0,
+        consents=True,
+        weights={"220100.population.elderly_allowance": 50.0},
+    )
+    records = list(gen.records(60))
+    consents = {c.consent_id: c.terms() for c in gen.consents()}
+    book: dict[str, Any] = {}  # what the worker's book holds: nothing yet
+    syncs: list[int] = []
+
+    def check(ref: str | None, subject: str, resource: str, at_ms: int) -> Reason | None:
+        if not ref:
+            return Reason.CONSENT_MISSING
+        return check_terms(book.get(ref), subject, resource, at_ms)
+
+    def sync() -> None:
+        syncs.append(1)
+        book.update(consents)  # the topic read to its end
+
+    runtime.ingestor.consent = check
+    runtime.ingestor._refresh_consents = sync
+    batch = [(r.key, r.value, "t", 0, i) for i, r in enumerate(records)]
+    outcomes = runtime.ingestor.process_batch(batch)
+
+    assert len(consents) > 5 and len(syncs) == 1, "one sync per batch, however many unknown"
+    assert Reason.CONSENT_UNKNOWN not in {o.reason for o in outcomes}
+    expected_in = [
+        o.kind for r, o in zip(records, outcomes, strict=True) if r.expected.startswith("accepted")
+    ]
+    assert len(expected_in) > 5 and set(expected_in) == {OutcomeKind.ACCEPTED}
+    # a reference that is on record nowhere stays unknown after the sync
+    unknown = dataclasses.replace(
+        runtime.codec.decode(next(r.value for r in records if b"elderly" in r.key)),
+        consent_ref="CONSENT-NOWHERE",
+    )
+    out = runtime.ingestor.process_batch([(unknown.key, runtime.codec.encode(unknown), "t", 0, 0)])
+    assert [o.reason for o in out] == [Reason.CONSENT_UNKNOWN] and len(syncs) == 2
