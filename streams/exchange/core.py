@@ -233,6 +233,7 @@ class Exchange:
         mask_key: str = "",
         clock: Callable[[], int] = _now_ms,
         new_id: Callable[[], str] | None = None,
+        sync_policy: Callable[[], object] = lambda: None,
     ) -> None:
         self.topics = topics
         self.codec = codec
@@ -244,6 +245,9 @@ class Exchange:
         self.freshness = freshness
         self.decode_pool = decode_pool
         self.mask_key = mask_key
+        #: reads the policy topic to its end: an approval granted or revoked a moment before
+        #: the request that names it must already count
+        self.sync_policy = sync_policy
         self.clock = clock
         self.new_id = new_id or RandomIds().hex
         self.request_prefix = f"{topics.prefix}.request."
@@ -307,6 +311,8 @@ class Exchange:
         Redis round trip, not one per subject): every record a well-formed new query
         names, whether or not the policy then lets it out."""
         arrived = [None if m[2] in self.pool_topics else self._arrive(*m) for m in messages]
+        if any(a is not None and a.req is not None and a.req.approval_id for a in arrived):
+            self.sync_policy()  # once per batch, only for the rare requests citing approvals
         wanted = list(
             dict.fromkeys(
                 (a.req.resource_id, s)

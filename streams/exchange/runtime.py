@@ -34,7 +34,7 @@ from streams.exchange.messages import ExchangeCodec
 from streams.kafka.batch_reader import Offsets
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import StreamsConfig
-from streams.kafka.policy_store import PolicyStore, catalog_fields
+from streams.kafka.policy_store import PolicyStore, PolicyUnavailable, catalog_fields
 from streams.kafka.topics import Topics, ensure_department_topics, ensure_topics
 from streams.kafka.transaction import Transaction, TransactionFailed
 from streams.kafka.units_store import UnitsStore
@@ -45,9 +45,13 @@ __all__ = ["ExchangeRuntime", "Offsets"]
 
 log = logging.getLogger(__name__)
 
-#: how old the freshness figures an answer carries may be, seconds; a thread refreshes
-#: them twice as often, off the decisions' path (a refresh asks the broker, ~10 ms or more)
-FRESHNESS_TTL_S = 1.0
+#: how old the freshness figures an answer carries may be, seconds (stamped when the
+#: refresh began); a thread refreshes them every FRESHNESS_EVERY_S, off the decisions' path
+#: (a refresh asks the broker: ~10 ms, far more on a busy machine)
+FRESHNESS_TTL_S = 3.0
+FRESHNESS_EVERY_S = 0.5
+#: how long a batch waits, at most, for the policy topic when a request names an approval
+POLICY_SYNC_TIMEOUT_S = 2.0
 
 
 class ExchangeRuntime:
@@ -84,6 +88,7 @@ class ExchangeRuntime:
             freshness=self._freshness,
             decode_pool=self._decode_pool,
             mask_key=config.policy_mask_key,
+            sync_policy=self._sync_policy,
         )
         self.transactional_id = f"{config.app_id}.exchange"
         self._txn: Transaction | None = None
@@ -154,8 +159,14 @@ class ExchangeRuntime:
         except Exception as exc:  # the answers go out without the figures meanwhile
             log.warning("exchange: view freshness unknown: %s", exc)
 
+    def _sync_policy(self) -> None:
+        try:
+            self.policy.sync(timeout=POLICY_SYNC_TIMEOUT_S)
+        except PolicyUnavailable as exc:  # decided on the policy as last read
+            log.warning("exchange: policy not read to its end: %s", exc)
+
     def _keep_fresh(self) -> None:
-        while not self._closing.wait(FRESHNESS_TTL_S / 2):
+        while not self._closing.wait(FRESHNESS_EVERY_S):
             self._refresh_freshness()
 
     def _decode_pool(self, value: bytes) -> Mapping[str, Any]:

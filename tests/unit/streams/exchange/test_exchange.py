@@ -475,3 +475,36 @@ def test_a_region_subscription_is_a_bulk_copy(exchange: Exchange) -> None:
     assert a.reason == "BULK_NEEDS_APPROVAL"
     assert region_matches("220100", "220102") and not region_matches("220200", "220102")
     assert region_matches("220000", "220102")
+
+
+def test_a_batch_citing_approvals_reads_the_policy_to_its_end_once_first(
+    exchange: Exchange, catalog: Catalog, policy_set: PolicySet, units: UnitRegister
+) -> None:
+    """An approval granted or revoked a moment before the request that cites it counts:
+    the exchange's copy of the policy is brought up to date before the batch is decided."""
+    events: list[str] = []
+
+    def read(keys: Any) -> list[Any]:
+        events.append("decide")
+        return [None for _ in keys]
+
+    ex = another(
+        exchange, catalog, policy_set, units, read, sync_policy=lambda: events.append("sync")
+    )
+
+    def msg(request_id: str, **kw: Any) -> Any:
+        req = ExchangeRequest(
+            request_id, RESIDENT, ("S1",), "social_assistance", "o", NOW + 10_000, **kw
+        )
+        return (
+            request_id.encode(),
+            ex.codec.encode_request(req),
+            TOPICS.request("220000-MZ"),
+            2,
+            5,
+        )
+
+    ex.handle_batch([msg("R1", approval_id="AP-1"), msg("R2", approval_id="AP-2"), msg("R3")])
+    assert events == ["sync", "decide"]  # once per batch, before anything is decided
+    ex.handle_batch([msg("R4"), msg("R5")])
+    assert events == ["sync", "decide", "decide"]  # no approval cited: no round trip
