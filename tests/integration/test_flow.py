@@ -27,6 +27,7 @@ from streams.kafka.lag import GroupLag
 from streams.kafka.topics import Topics
 from streams.wire.codec import Schema, SchemaRegistry, decode, encode
 from streams.wire.envelope import EnvelopeCodec
+from tests.integration.worker_metrics import records_committed
 from xiangyun.outcomes import collect_lag, read_ledger, wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
@@ -191,18 +192,6 @@ def test_schema_published_after_worker_start_is_learned(
     assert [t for t, _, v in got if v != value] == [pool]
 
 
-def records_decided(worker: WorkerProcess) -> float:
-    """Sum of xiangyun_ingest_records_total, read from the worker's /metrics."""
-    url = f"http://127.0.0.1:{worker.settings.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        lines = resp.read().decode().splitlines()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in lines
-        if line.startswith("xiangyun_ingest_records_total{")
-    )
-
-
 def test_worker_killed_mid_stream_gives_each_record_exactly_one_outcome(
     settings: Settings,
     topics: Topics,
@@ -214,7 +203,7 @@ def test_worker_killed_mid_stream_gives_each_record_exactly_one_outcome(
     first = WorkerProcess(settings, name=f"victim-{settings.app_id}").start()
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (done := records_decided(first)) < 1:
+        while time.monotonic() < deadline and (done := records_committed(first)) < 1:
             time.sleep(0.01)
         first.kill()  # SIGKILL mid-stream, an open transaction left behind
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import urllib.request
 import uuid
 from collections import Counter
 
@@ -16,24 +15,10 @@ from connectors.producer import SourceProducer
 from streams.kafka.topics import Topics
 from streams.wire.codec import SchemaRegistry, decode, encode, read_fingerprint
 from streams.wire.envelope import Envelope, EnvelopeCodec
+from tests.integration.worker_metrics import records_committed
 from xiangyun.outcomes import Ledger, collect_lag, read_ledger, wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
-
-
-def decided(worker: WorkerProcess) -> float:
-    """Records the worker has committed, from its /metrics (0 while it starts)."""
-    url = f"http://127.0.0.1:{worker.settings.metrics_port}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            lines = resp.read().decode().splitlines()
-    except OSError:
-        return 0.0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in lines
-        if line.startswith("xiangyun_ingest_records_total{")
-    )
 
 
 def pool_versions(settings: Settings, topics: Topics) -> dict[bytes, list[tuple[int, int]]]:
@@ -190,7 +175,7 @@ def _sample(generator: SampleGenerator, n: int) -> list[SampleRecord]:
 
 def _wait_progress(workers: list[WorkerProcess], more_than: float, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while sum(decided(w) for w in workers) <= more_than:
+    while sum(records_committed(w) for w in workers) <= more_than:
         assert time.monotonic() < deadline, f"no progress past {more_than} records"
         time.sleep(0.05)
 

@@ -222,6 +222,7 @@ def test_agreement_disagreement_waiting_evidence_and_resolution(
         lambda: (
             (r := view.get("population.resident", agreed.subject_id))
             and r["verification_count"] == 2
+            and view.get("population.resident", disputed.subject_id) is not None
             and r
         ),
         what="the view to show the verification",
