@@ -28,10 +28,10 @@ from connectors.producer import SourceProducer
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.policy_store import PolicyStore
 from streams.kafka.schema_topic import SchemaTopic
-from streams.kafka.topics import Topics, ensure_topics
+from streams.kafka.topics import Topics, ensure_department_topics, ensure_topics
 from streams.wire.codec import SchemaRegistry
 from streams.wire.envelope import EnvelopeCodec
-from xiangyun.demo_exchange import ExchangeDemo, run_exchange_demo
+from xiangyun.demo_exchange import DEPARTMENTS, ExchangeDemo, run_exchange_demo
 from xiangyun.outcomes import OutcomeTally, count_outcomes, end_offsets, wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
@@ -98,6 +98,8 @@ def run_demo(
         ensure_collect_topics(settings)
     with PolicyStore(settings.streams) as policy:  # the starter sharing lists
         policy.bootstrap()
+    for department in DEPARTMENTS:
+        ensure_department_topics(settings.streams, department)
         gen = SampleGenerator(
             codec,
             store.current(),

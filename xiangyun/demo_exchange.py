@@ -22,7 +22,12 @@ from streams.policy.approvals import Approval
 from streams.views import PoolView
 from xiangyun.settings import Settings
 
-__all__ = ["ExchangeDemo", "run_exchange_demo"]
+__all__ = ["DEPARTMENTS", "ExchangeDemo", "run_exchange_demo"]
+
+#: the departments that ask in the demo; their topics are made before the worker starts,
+#: so that it is subscribed to them from its first assignment (a topic made later waits
+#: for the next metadata refresh and a rebalance, seconds the requests' deadlines spend)
+DEPARTMENTS = ("220000-MZ", "220000-FGW")
 
 RESIDENT = "population.resident"
 ENTERPRISE = "legal_person.enterprise"
@@ -72,10 +77,7 @@ def run_exchange_demo(
     if len(residents) < 2 or len(firms) < bulk:
         out.failures.append(f"too few subjects for the exchange part ({len(firms)} firms)")
         return out
-    clients = {
-        d: ExchangeClient(settings.streams, d, official=f"officer-{d}")
-        for d in ("220000-MZ", "220000-FGW")
-    }
+    clients = {d: ExchangeClient(settings.streams, d, official=f"officer-{d}") for d in DEPARTMENTS}
     mz, fgw = clients["220000-MZ"], clients["220000-FGW"]
     answers: list[Answer] = []
 
