@@ -21,6 +21,7 @@ from connectors.producer import SourceProducer
 from streams.audit.entry import EntryCodec
 from streams.audit.log import AccessLog
 from streams.catalog.review import DATA_BUREAU
+from streams.core.pools import Pool
 from streams.exchange.messages import (
     Answer,
     AnswerDecision,
@@ -155,6 +156,35 @@ def read_all(settings: Settings, topic: str) -> list[tuple[bytes, bytes]]:
                     ends.pop(m.partition() or 0, None)
         assert not ends, f"{topic} not read to its end: {ends}"
         return out
+    finally:
+        c.close()
+
+
+def last_position(settings: Settings, topic: str, key: bytes) -> TopicPartition:
+    """The partition of ``key``'s last committed record in ``topic``, and the offset after
+    that record (what a consumer that has read it commits)."""
+    c = Consumer(
+        settings.kafka.consumer(
+            f"read-{uuid.uuid4().hex[:6]}",
+            **{"isolation.level": "read_committed", "enable.partition.eof": True},
+        )
+    )
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        left, found = set(parts), None
+        deadline = time.monotonic() + 60
+        while left and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        left.discard(m.partition() or 0)
+                    continue
+                if m.key() == key:
+                    found = TopicPartition(topic, m.partition() or 0, (m.offset() or 0) + 1)
+        assert not left and found is not None, f"{key!r} not found in {topic}"
+        return found
     finally:
         c.close()
 
@@ -396,6 +426,8 @@ def test_a_subscription_gets_changes_until_revoked(
     # The data bureau revokes it: no later change is delivered.
     revoked = clients[DATA_BUREAU].unsubscribe(ok.subscription_id, "test")
     assert revoked.allowed and revoked.subscription_id == ok.subscription_id
+    reply_topic = Topics.of(xsettings.streams).reply("220000-MZ")
+    replies_before = len(read_all(xsettings, reply_topic))
     producer.send_all(
         [
             (
@@ -408,7 +440,24 @@ def test_a_subscription_gets_changes_until_revoked(
     )
     producer.flush()
     wait_for(lambda: view.get(RESIDENT, subs[0])["version"] == env.version + 2, 60, "v+2")
-    time.sleep(1.0)  # the exchange reads the pools alongside the view
+    # The exchange has read v+2 in the pool (its offsets commit in the transactions of what
+    # it sends): had it delivered v+2, the delivery would be on the reply topic now.
+    pool_topic = Topics.of(xsettings.streams).pools[Pool.POPULATION]
+    last = last_position(xsettings, pool_topic, records[0].key)
+    probe = Consumer(
+        xsettings.kafka.consumer(
+            xsettings.streams.exchange_group, **{"isolation.level": "read_uncommitted"}
+        )
+    )
+    try:
+        wait_for(
+            lambda: probe.committed([last], timeout=10)[0].offset >= last.offset,
+            60,
+            "the exchange to read v+2 in the pool",
+        )
+    finally:
+        probe.close()
+    assert len(read_all(xsettings, reply_topic)) == replies_before
     assert mz.deliveries.empty()
     entries = access_entries(xsettings)
     assert got.decision_id in entries and entries[got.decision_id].reason == "DELIVERY:OK"
