@@ -975,18 +975,6 @@ class ProvinceResult:
     machine: str
 
 
-def _metric(worker: WorkerProcess, name: str) -> float:
-    import urllib.request
-
-    url = f"http://127.0.0.1:{worker.settings.metrics_port}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            lines = resp.read().decode().splitlines()
-    except OSError:
-        return 0.0
-    return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith(name))
-
-
 def run_province(
     settings: Settings, subjects: int = 24_000_000, start_stack: bool = True
 ) -> ProvinceResult:
@@ -1045,7 +1033,7 @@ def run_province(
             _, done_at = _wait_committed(
                 run, topics, run.ingest_group, timeout=6 * 3600, idle_timeout=300
             )
-            keys = int(_metric(worker, "xiangyun_ingest_state_keys"))
+            keys = int(worker.metric("xiangyun_ingest_state_keys", timeout=5))
             peak = worker.peak_rss_mib()
         _say(
             f"[province] ingest done in {done_at - began:,.0f} s; replaying the pool into Redis ..."
@@ -1059,11 +1047,11 @@ def run_province(
         )
         with WorkerProcess(restore_run, name=f"province-restore-{run.app_id}") as again:
             deadline = time.monotonic() + 3600
-            while not _metric(again, "xiangyun_ingest_restore_seconds_count"):
+            while not again.metric("xiangyun_ingest_restore_seconds_count", timeout=5):
                 if time.monotonic() > deadline:
                     break
                 time.sleep(1)
-            restore_s = _metric(again, "xiangyun_ingest_restore_seconds_sum")
+            restore_s = again.metric("xiangyun_ingest_restore_seconds_sum", timeout=5)
         seconds = done_at - began
         baseline_mib = 120.0  # a worker's resident size before any key (measured at start-up)
         return ProvinceResult(

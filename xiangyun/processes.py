@@ -71,6 +71,18 @@ class WorkerProcess:
             time.sleep(0.2)
         raise RuntimeError(f"worker not ready after {timeout}s; see {self.log_path}")
 
+    def metric(self, prefix: str, timeout: float = 2.0) -> float:
+        """The sum of the worker's /metrics samples whose line starts with ``prefix`` (a
+        name, or a name and ``{`` for its labelled samples); 0 while the worker starts or
+        when it does not answer within ``timeout`` (busy)."""
+        url = f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                lines = resp.read().decode().splitlines()
+        except OSError:
+            return 0.0
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
     def log_tail(self, lines: int = 20) -> str:
         if not self.log_path.exists():
             return ""

@@ -115,6 +115,7 @@ class ExchangeRuntime:
             self.transactional_id,
             self.config.transaction_timeout_ms,
             "exchange",
+            self.metrics.transactions,
         )
         self.writer = self.access.writer()
         self._refresh_freshness()  # the first answers carry the figures too
@@ -316,14 +317,12 @@ class ExchangeRuntime:
                 if not txn.commit(group_metadata, timeout):
                     return 0
             except TransactionFailed:
-                self.metrics.transactions.labels("aborted").inc()
                 writer.aborted()
                 raise
             writer.committed()
             sent_at, self._sent_at = self._sent_at, []
             answers, self._answers = self._answers, Counter()
             deliveries, self._deliveries = self._deliveries, Counter()
-        self.metrics.transactions.labels("committed").inc()
         now = time.time()
         for t in sent_at:
             self.metrics.latency.observe(max(0.0, now - t))
@@ -339,8 +338,7 @@ class ExchangeRuntime:
             return
         with txn.lock:
             try:
-                if txn.abort(timeout):
-                    self.metrics.transactions.labels("aborted").inc()
+                txn.abort(timeout)
             finally:
                 if self.writer is not None:
                     self.writer.aborted()

@@ -225,6 +225,7 @@ class Runtime:
             f"{self.config.ingest_group}.{uuid.uuid4().hex[:12]}",
             self.config.transaction_timeout_ms,
             "ingest",
+            self.metrics.transactions,
         )
         self.metrics.up.set(1)
         return self
@@ -394,14 +395,9 @@ class Runtime:
         txn = self._txn
         assert txn is not None, "Runtime.start() first"
         with txn.lock:
-            try:
-                if not txn.commit(group_metadata, timeout):
-                    return 0
-            except TransactionFailed:
-                self.metrics.transactions.labels("aborted").inc()
-                raise
+            if not txn.commit(group_metadata, timeout):
+                return 0
             tally, self._tally = self._tally, Counter()
-        self.metrics.transactions.labels("committed").inc()
         self.metrics.state_keys.set(len(self.state))  # a sum over the partitions: cheap
         self.metrics.count(
             {
@@ -419,8 +415,7 @@ class Runtime:
             return
         with txn.lock:
             try:
-                if txn.abort(timeout):
-                    self.metrics.transactions.labels("aborted").inc()
+                txn.abort(timeout)
             finally:
                 self._tally = Counter()
 

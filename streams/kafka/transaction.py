@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
@@ -30,6 +31,13 @@ __all__ = ["Transaction", "TransactionFailed"]
 log = logging.getLogger(__name__)
 
 
+class Counted(Protocol):
+    """A counter with one label, the result: ``committed`` or ``aborted`` (a Prometheus
+    counter such as ``xiangyun_ingest_transactions_total``)."""
+
+    def labels(self, result: str) -> Any: ...
+
+
 class TransactionFailed(RuntimeError):
     """A transaction could not commit; it was aborted (or the producer is fenced)."""
 
@@ -37,11 +45,13 @@ class TransactionFailed(RuntimeError):
 class Transaction:
     """A transactional producer and the transaction open on it, if any.
 
-    ``name`` says whose it is in errors and logs ("ingest", "verifier", "exchange")."""
+    ``name`` says whose it is in errors and logs ("ingest", "verifier", "exchange");
+    ``counted``, if given, counts each transaction committed or aborted."""
 
-    def __init__(self, producer: Producer, name: str) -> None:
+    def __init__(self, producer: Producer, name: str, counted: Counted | None = None) -> None:
         self.producer = producer
         self.name = name
+        self._counted = counted
         self.lock = threading.RLock()
         self.open = False
         self.opened_at = 0.0
@@ -50,7 +60,12 @@ class Transaction:
 
     @classmethod
     def start(
-        cls, kafka: KafkaConfig, transactional_id: str, timeout_ms: int, name: str
+        cls,
+        kafka: KafkaConfig,
+        transactional_id: str,
+        timeout_ms: int,
+        name: str,
+        counted: Counted | None = None,
     ) -> Transaction:
         """A producer with ``transactional_id``, initialised: an earlier producer with the
         same id is fenced, and its open transaction aborted."""
@@ -58,7 +73,7 @@ class Transaction:
             kafka.transactional_producer(transactional_id, **{"transaction.timeout.ms": timeout_ms})
         )
         producer.init_transactions(30)
-        return cls(producer, name)
+        return cls(producer, name, counted)
 
     def begin(self) -> Producer:
         """The producer, with a transaction open on it (begun here if none is)."""
@@ -98,6 +113,7 @@ class Transaction:
                     self.producer.send_offsets_to_transaction(offsets, group_metadata(), timeout)
                 self.producer.commit_transaction(timeout)
             except KafkaException as exc:
+                self._count("aborted")
                 err = exc.args[0] if exc.args else None
                 if isinstance(err, KafkaError) and err.txn_requires_abort():
                     try:
@@ -115,6 +131,7 @@ class Transaction:
                 raise TransactionFailed(
                     f"{self.name}: delivery failures in a committed transaction: {failures}"
                 )
+            self._count("committed")
             return True
 
     def abort(self, timeout: float = 10.0) -> bool:
@@ -125,8 +142,13 @@ class Transaction:
                 return False
             try:
                 self.producer.abort_transaction(timeout)
+                self._count("aborted")
             finally:
                 self.open = False
                 self.offsets = {}
                 self._failures = []
             return True
+
+    def _count(self, result: str) -> None:
+        if self._counted is not None:
+            self._counted.labels(result).inc()

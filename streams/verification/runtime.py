@@ -103,6 +103,7 @@ class VerifyRuntime:
             f"{self.config.verify_group}.{uuid.uuid4().hex[:12]}",
             self.config.transaction_timeout_ms,
             "verifier",
+            self.metrics.transactions,
         )
         return self
 
@@ -235,13 +236,8 @@ class VerifyRuntime:
     def commit(self, group_metadata: Callable[[], object], timeout: float = 60.0) -> int:
         txn = self._txn
         assert txn is not None, "VerifyRuntime.start() first"
-        try:
-            if not txn.commit(group_metadata, timeout):
-                return 0
-        except TransactionFailed:
-            self.metrics.transactions.labels("aborted").inc()
-            raise
-        self.metrics.transactions.labels("committed").inc()
+        if not txn.commit(group_metadata, timeout):
+            return 0
         with self._lock:
             tally = self.verifier.take_tally()
             pending = self.verifier.pending_count()
@@ -252,8 +248,8 @@ class VerifyRuntime:
     def abort(self, timeout: float = 10.0) -> None:
         """Abort the open transaction (a lost assignment, a stopping worker); after a
         commit in flight, if any."""
-        if self._txn is not None and self._txn.abort(timeout):
-            self.metrics.transactions.labels("aborted").inc()
+        if self._txn is not None:
+            self._txn.abort(timeout)
 
 
 def _source(m: Message) -> bytes | None:

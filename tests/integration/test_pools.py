@@ -15,7 +15,6 @@ from connectors.producer import SourceProducer
 from streams.kafka.topics import Topics
 from streams.wire.codec import SchemaRegistry, decode, encode, read_fingerprint
 from streams.wire.envelope import Envelope, EnvelopeCodec
-from tests.integration.worker_metrics import records_committed
 from xiangyun.outcomes import Ledger, collect_lag, read_ledger, wait_for_no_lag
 from xiangyun.processes import WorkerProcess
 from xiangyun.settings import Settings
@@ -175,7 +174,7 @@ def _sample(generator: SampleGenerator, n: int) -> list[SampleRecord]:
 
 def _wait_progress(workers: list[WorkerProcess], more_than: float, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while sum(records_committed(w) for w in workers) <= more_than:
+    while sum(w.metric("xiangyun_ingest_records_total{") for w in workers) <= more_than:
         assert time.monotonic() < deadline, f"no progress past {more_than} records"
         time.sleep(0.05)
 

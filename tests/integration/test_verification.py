@@ -300,20 +300,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _evidence_counted(worker: WorkerProcess) -> float:
-    url = f"http://127.0.0.1:{worker.settings.metrics_port}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            lines = resp.read().decode().splitlines()
-    except OSError:
-        return 0.0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in lines
-        if line.startswith("xiangyun_verification_evidence_total{")
-    )
-
-
 def test_a_sigkilled_worker_neither_loses_nor_double_counts(
     settings: Settings,
     generator: SampleGenerator,
@@ -348,7 +334,7 @@ def test_a_sigkilled_worker_neither_loses_nor_double_counts(
 
     first = worker("v1")
     deadline = time.monotonic() + 180
-    while (done := _evidence_counted(first)) < evidence_total * 0.3:
+    while (done := first.metric("xiangyun_verification_evidence_total{")) < evidence_total * 0.3:
         assert time.monotonic() < deadline, f"no verification progress past {done}"
         time.sleep(0.02)
     first.kill()  # SIGKILL mid-stream: open transactions, state on disk, batches in flight
