@@ -5,7 +5,10 @@ Source systems publish each consent keyed by its id on :attr:`Topics.consents
 grant, then the same consent again with ``withdrawn_at_ms`` when the subject withdraws it,
 or a tombstone to erase it. :class:`ConsentBook` reads the topic from the beginning and keeps
 following it on a background thread (a :class:`~streams.kafka.follower.CompactedView`), so a
-consent or a withdrawal reaches the ingest within a poll interval. :meth:`ConsentBook.check`
+consent or a withdrawal reaches the ingest within a poll interval; a batch citing a consent
+the book does not hold reads the topic to its end first (:meth:`FollowedTopic.sync
+<streams.kafka.register_store.FollowedTopic.sync>`), so a consent published just before its
+record counts. :meth:`ConsentBook.check`
 is the per-record rule of :mod:`streams.core.consent`: one dict lookup and a few comparisons,
 no I/O, safe to call from any thread.
 
