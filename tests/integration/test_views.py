@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from connectors.generator import SampleGenerator
 from streams.catalog.model import Catalog
@@ -88,6 +88,12 @@ class PoolWriter:
     def __init__(self, config: StreamsConfig, registry: SchemaRegistry) -> None:
         self.producer = Producer(config.kafka.transactional_producer(f"it-{uuid.uuid4().hex}"))
         self.producer.init_transactions(30)
+        # the end a read_committed reader sees: it passes a transaction only once the
+        # broker has written its markers, a moment after commit_transaction returned
+        self.probe = Consumer(
+            config.kafka.consumer(f"it-{uuid.uuid4().hex}", **{"isolation.level": "read_committed"})
+        )
+        self.written: dict[tuple[str, int], int] = {}
         self.schema = registry.by_name("org.xiangyun.PoolRecord")
         self.current: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -104,9 +110,10 @@ class PoolWriter:
             else:
                 key = record_key(rec["resource_id"], rec["subject_id"])
                 value = encode(self.schema, rec)
-            self.producer.produce(topic, key=key, value=value)
+            self.producer.produce(topic, key=key, value=value, on_delivery=self._delivered)
         if commit:
             self.producer.commit_transaction(30)
+            self._wait_visible()
             for _topic, rec in records:
                 if isinstance(rec, tuple):
                     self.current.pop(rec, None)
@@ -116,13 +123,28 @@ class PoolWriter:
             self.producer.flush(30)
             self.producer.abort_transaction(30)
 
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        assert err is None, err
+        tp = (msg.topic() or "", msg.partition() or 0)
+        self.written[tp] = max(self.written.get(tp, 0), (msg.offset() or 0) + 1)
+
+    def _wait_visible(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        for (topic, partition), offset in self.written.items():
+            tp = TopicPartition(topic, partition)
+            while self.probe.get_watermark_offsets(tp, timeout=10, cached=False)[1] < offset:
+                assert time.monotonic() < deadline, f"{topic}[{partition}] not committed"
+                time.sleep(0.005)
+
     def digest(self) -> int:
         return digest_entries(entry_of(r) for r in self.current.values())
 
 
 @pytest.fixture
-def writer(config: StreamsConfig, registry: SchemaRegistry) -> PoolWriter:
-    return PoolWriter(config, registry)
+def writer(config: StreamsConfig, registry: SchemaRegistry) -> Iterator[PoolWriter]:
+    w = PoolWriter(config, registry)
+    yield w
+    w.probe.close()
 
 
 @pytest.fixture
