@@ -820,7 +820,8 @@ def _one_run(
         progress=False,
     )
     ingest_rate = rate(tally.total, tally.first_ms, committed_at) if tally.total else 0.0
-    ingest_steady = _timestamps(run, start, records, read_committed=True).steady
+    out_times = _timestamps(run, start, records, read_committed=True)
+    ingest_steady = out_times.steady if out_times.records == records == tally.total else 0.0
     _say(
         f"{tag} (b) {committed:,} records committed, {ingest_rate:,.0f}/s; "
         f"ratio {ratios([ingest_rate], [raw_rate])[0]:.2f}; worker peak {peak:,.0f} MiB"

@@ -98,8 +98,6 @@ def run_demo(
         ensure_collect_topics(settings)
     with PolicyStore(settings.streams) as policy:  # the starter sharing lists
         policy.bootstrap()
-    for department in DEPARTMENTS:
-        ensure_department_topics(settings.streams, department)
         gen = SampleGenerator(
             codec,
             store.current(),
@@ -110,6 +108,8 @@ def run_demo(
             evidence_share=EVIDENCE_SHARE,
             consents=True,
         )
+    for department in DEPARTMENTS:
+        ensure_department_topics(settings.streams, department)
     print(
         f"generating {records:,} sample records ({broken_share:.0%} deliberately broken, "
         f"{EVIDENCE_SHARE:.0%} from units that are not the provider) ...",

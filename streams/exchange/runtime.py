@@ -36,7 +36,7 @@ from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import StreamsConfig
 from streams.kafka.policy_store import PolicyStore, PolicyUnavailable, catalog_fields
 from streams.kafka.topics import Topics, ensure_department_topics, ensure_topics
-from streams.kafka.transaction import Transaction, TransactionFailed
+from streams.kafka.transaction import DeliveryFailed, Transaction, TransactionFailed
 from streams.kafka.units_store import UnitsStore
 from streams.views.reader import PoolView
 from streams.wire.codec import decode
@@ -316,6 +316,9 @@ class ExchangeRuntime:
             try:
                 if not txn.commit(group_metadata, timeout):
                     return 0
+            except DeliveryFailed:
+                writer.committed()  # the entries were written; the worker stops on it
+                raise
             except TransactionFailed:
                 writer.aborted()
                 raise

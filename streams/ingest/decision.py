@@ -65,6 +65,22 @@ ConsentCheck = Callable[[str | None, str, str, int], Reason | None]
 SpecOf = Callable[[Resource], Schema]
 
 
+def _once(sync: Callable[[], object] | None) -> Callable[[], object] | None:
+    """``sync``, run on the first call only (a batch syncs a topic at most once)."""
+    if sync is None:
+        return None
+    done = False
+
+    def once() -> object:
+        nonlocal done
+        if done:
+            return False
+        done = True
+        return sync()
+
+    return once
+
+
 def file_spec_loader(schema_dir: Path) -> SpecOf:
     """A :data:`SpecOf` reading ``schema_dir / resource.schema`` (unit tests, the generator).
     A running worker takes the spec stored in the catalog instead
@@ -144,7 +160,7 @@ class Ingestor:
         self.catalog = catalog
         self.topics = topics
         self.spec_of = spec_of
-        self._refresh = refresh_schemas
+        self._refresh: Callable[[], object] | None = refresh_schemas
         self._rejected_schema = rejected_schema or codec.registry.add(
             Schema.load(schema_dir / "rejected.avsc")
         )
@@ -179,26 +195,16 @@ class Ingestor:
 
     # -- the decision ------------------------------------------------------------------
     def process_batch(self, messages: Iterable[Message]) -> list[Outcome]:
-        """Decide a batch. An unknown writer fingerprint costs one sync with the schema
-        topic per batch, not one per record, and an unknown consent one sync with the
-        consents topic: those records are decided again after it (a rejected record has
-        not touched the pool state)."""
-        refresh, self._refresh = self._refresh, None
+        """Decide a batch, in order. An unknown writer fingerprint costs one sync with the
+        schema topic per batch, not one per record, and an unknown consent one sync with
+        the consents topic: at the first record that needs it, which is then decided
+        again, so the pool state changes in the order the outcomes are written."""
+        schemas, consents = self._refresh, self._refresh_consents
+        self._refresh, self._refresh_consents = _once(schemas), _once(consents)
         try:
-            batch = list(messages)
-            outcomes = [self.process(*m) for m in batch]
-            for reason, sync in (
-                (Reason.UNKNOWN_SCHEMA, refresh),
-                (Reason.CONSENT_UNKNOWN, self._refresh_consents),
-            ):
-                unknown = [i for i, o in enumerate(outcomes) if o.reason is reason]
-                if unknown and sync is not None:
-                    sync()
-                    for i in unknown:
-                        outcomes[i] = self.process(*batch[i])
+            return [self.process(*m) for m in messages]
         finally:
-            self._refresh = refresh
-        return outcomes
+            self._refresh, self._refresh_consents = schemas, consents
 
     def process(
         self,
@@ -280,6 +286,9 @@ class Ingestor:
         self._check_envelope(region, channel, consent_ref, resource)
         if resource.consent_required and self.consent is not None:
             failed = self.consent(consent_ref, subject_id, resource_id, observed_at_ms)
+            if failed is Reason.CONSENT_UNKNOWN and self._refresh_consents is not None:
+                self._refresh_consents()  # published a moment before this record?
+                failed = self.consent(consent_ref, subject_id, resource_id, observed_at_ms)
             if failed is not None:
                 raise IngestRejection(
                     failed,

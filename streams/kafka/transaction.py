@@ -26,7 +26,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from streams.kafka.batch_reader import Offsets
 from streams.kafka.config import KafkaConfig
 
-__all__ = ["Transaction", "TransactionFailed"]
+__all__ = ["DeliveryFailed", "Transaction", "TransactionFailed"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ class Counted(Protocol):
 
 class TransactionFailed(RuntimeError):
     """A transaction could not commit; it was aborted (or the producer is fenced)."""
+
+
+class DeliveryFailed(TransactionFailed):
+    """The transaction committed, but a delivery callback reported a failed output
+    (librdkafka fails the commit first; this is the loud second line)."""
 
 
 class Transaction:
@@ -103,17 +108,26 @@ class Transaction:
     def commit(self, group_metadata: Callable[[], object], timeout: float = 60.0) -> bool:
         """Send the covered offsets with the consumer's group metadata and commit; False if
         no transaction was open. Raises :class:`TransactionFailed`, after aborting when
-        librdkafka says the transaction must be."""
+        librdkafka says the transaction must be. A retriable error (a timeout: the commit
+        may still complete) is retried, as librdkafka allows, until ``timeout`` is spent."""
         with self.lock:
             if not self.open:
                 return False
             offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
+            deadline = time.monotonic() + timeout
             try:
                 if offsets:
-                    self.producer.send_offsets_to_transaction(offsets, group_metadata(), timeout)
-                self.producer.commit_transaction(timeout)
+                    metadata = group_metadata()
+                    self._retrying(
+                        lambda left: self.producer.send_offsets_to_transaction(
+                            offsets, metadata, left
+                        ),
+                        deadline,
+                    )
+                self._retrying(self.producer.commit_transaction, deadline)
             except KafkaException as exc:
                 self._count("aborted")
+                self._failures = []
                 err = exc.args[0] if exc.args else None
                 if isinstance(err, KafkaError) and err.txn_requires_abort():
                     try:
@@ -128,7 +142,7 @@ class Transaction:
                 self.offsets = {}
             if self._failures:
                 failures, self._failures = self._failures[:5], []
-                raise TransactionFailed(
+                raise DeliveryFailed(
                     f"{self.name}: delivery failures in a committed transaction: {failures}"
                 )
             self._count("committed")
@@ -148,6 +162,21 @@ class Transaction:
                 self.offsets = {}
                 self._failures = []
             return True
+
+    def _retrying(self, call: Callable[[float], object], deadline: float) -> None:
+        """``call(seconds left)``, again while librdkafka calls its error retriable and
+        time is left."""
+        while True:
+            try:
+                call(max(0.001, deadline - time.monotonic()))
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                retriable = isinstance(err, KafkaError) and err.retriable()
+                if not retriable or time.monotonic() >= deadline:
+                    raise
+                log.warning("%s transaction: %s; trying again", self.name, err)
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _count(self, result: str) -> None:
         if self._counted is not None:

@@ -439,3 +439,40 @@ def test_a_batch_syncs_the_consents_once_and_learns_a_consent_published_just_bef
     )
     out = runtime.ingestor.process_batch([(unknown.key, runtime.codec.encode(unknown), "t", 0, 0)])
     assert [o.reason for o in out] == [Reason.CONSENT_UNKNOWN] and len(syncs) == 2
+
+
+def test_a_record_decided_after_a_sync_keeps_its_place_in_the_batch(settings: Settings) -> None:
+    """v6 of a subject cites a consent published a moment ago, v5 after it a known one: v6
+    is decided first (after the sync), v5 is then a duplicate of it. Deciding v5 first and
+    v6 again after the batch wrote v6 before v5 in the pool, whose compaction kept v5."""
+    from streams.core.consent import check_terms
+
+    runtime, _ = make_runtime(settings)
+    gen = SampleGenerator(
+        runtime.codec,
+        runtime.catalog.current(),
+        settings.schema_dir,
+        seed=4,
+        broken_share=0.0,
+        consents=True,
+        weights={"220100.population.elderly_allowance": 50.0},
+    )
+    record = next(r for r in gen.records(60) if b"elderly" in r.key and r.kind == "valid")
+    terms = {c.consent_id: c.terms() for c in gen.consents()}
+    old = runtime.codec.decode(record.value)
+    assert old.consent_ref is not None
+    book = {old.consent_ref: terms[old.consent_ref]}  # "CONSENT-NEW" reaches it by the sync
+    newer = dataclasses.replace(old, version=old.version + 1, consent_ref="CONSENT-NEW")
+
+    def check(ref: str | None, subject: str, resource: str, at_ms: int) -> Reason | None:
+        return check_terms(book.get(ref or ""), subject, resource, at_ms)
+
+    runtime.ingestor.consent = check
+    runtime.ingestor._refresh_consents = lambda: book.update(
+        {"CONSENT-NEW": terms[old.consent_ref]}  # type: ignore[index]
+    )
+    outcomes = runtime.ingestor.process_batch(
+        [(old.key, runtime.codec.encode(newer), "t", 0, 0), (old.key, record.value, "t", 0, 1)]
+    )
+    assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED, OutcomeKind.SUPERSEDED]
+    assert outcomes[1].reason is Reason.DUPLICATE

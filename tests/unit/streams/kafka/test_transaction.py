@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from streams.kafka.transaction import Transaction, TransactionFailed
+from streams.kafka.transaction import DeliveryFailed, Transaction, TransactionFailed
 
 
 class Producer:
@@ -24,6 +24,7 @@ class Producer:
         self.release_commit = threading.Event()
         self.release_commit.set()
         self.commit_error: KafkaError | None = None
+        self.commit_failures: list[KafkaError] = []  # raised by the next commits, in turn
 
     def _call(self, name: str) -> None:
         if not self.in_call.acquire(blocking=False):
@@ -33,6 +34,8 @@ class Producer:
             if name == "commit":
                 self.commit_started.set()
                 assert self.release_commit.wait(5)
+                if self.commit_failures:
+                    raise KafkaException(self.commit_failures.pop(0))
                 if self.commit_error is not None:
                     raise KafkaException(self.commit_error)
         finally:
@@ -149,3 +152,31 @@ def test_an_abort_during_a_produce_waits_for_it() -> None:
     aborter.join(5)
     assert aborted == [True] and not txn.open and txn.offsets == {}
     assert producer.calls == ["begin", "abort"]
+
+
+def test_a_retriable_commit_error_is_retried_as_librdkafka_allows() -> None:
+    txn, producer = _txn()
+    timed_out = KafkaError(KafkaError._TIMED_OUT, "slow broker", retriable=True)
+    producer.commit_failures = [timed_out, timed_out]
+    txn.begin()
+    txn.cover({("c", 0): 3})
+    assert txn.commit(lambda: "metadata", timeout=10)
+    assert producer.calls == ["begin", "offsets:[('c', 0, 3)]", "commit", "commit", "commit"]
+    assert not txn.open
+
+
+def test_a_retriable_error_that_lasts_past_the_timeout_fails_the_commit() -> None:
+    txn, producer = _txn()
+    producer.commit_error = KafkaError(KafkaError._TIMED_OUT, "broker away", retriable=True)
+    txn.begin()
+    with pytest.raises(TransactionFailed, match="broker away"):
+        txn.commit(lambda: "metadata", timeout=0.3)
+    assert producer.calls.count("commit") >= 2 and not txn.open
+
+
+def test_a_delivery_failure_after_the_commit_is_its_own_error() -> None:
+    txn, _ = _txn()
+    txn.begin()
+    txn.on_delivery(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"), object())
+    with pytest.raises(DeliveryFailed):  # committed: the caller must not roll back its books
+        txn.commit(lambda: "metadata")
