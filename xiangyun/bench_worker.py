@@ -25,9 +25,10 @@ from confluent_kafka import KafkaError, Producer
 
 from streams.app import run_worker
 from streams.ingest.pool_state import Verdict
-from streams.ingest.runtime import Runtime, die, produce_outcomes
+from streams.ingest.runtime import Runtime, die
 from streams.kafka.batch_reader import Barrier, Offsets, crash_only, unpack
 from streams.kafka.config import idempotent_producer
+from streams.kafka.transaction import produce_records
 from xiangyun.settings import Settings
 
 __all__ = [
@@ -106,7 +107,7 @@ def register_at_least_once(
                 continue
             with runtime.metrics.batch_seconds.time():
                 records, offsets = unpack(item)
-                produce_outcomes(producer, runtime.decide(records), on_delivery)
+                produce_records(producer, runtime.decide(records), on_delivery)
                 # librdkafka waits without the GIL: the event loop goes on meanwhile.
                 await loop.run_in_executor(None, flush)
                 source.acknowledge(offsets)

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from monitoring.metrics import Metrics
 from streams.catalog.model import Catalog, Resource
@@ -39,7 +39,7 @@ from streams.kafka.consent_store import ConsentBook, ConsentsUnavailable
 from streams.kafka.lag import GroupLag
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_topics
-from streams.kafka.transaction import Transaction, TransactionFailed
+from streams.kafka.transaction import Transaction, TransactionFailed, produce_records
 from streams.kafka.units_store import UnitsStore
 from streams.units.model import UnitRegister
 from streams.wire.codec import Schema, SchemaRegistry
@@ -54,7 +54,6 @@ __all__ = [
     "StaticUnits",
     "TransactionFailed",
     "UnitsSource",
-    "produce_outcomes",
     "settle_collector",
 ]
 
@@ -131,26 +130,6 @@ class StaticUnits:
 
 class InternalErrors(RuntimeError):
     """Too many records in a row failed on the platform's own error, not on their data."""
-
-
-def produce_outcomes(
-    producer: Producer,
-    outcomes: Iterable[Outcome],
-    on_delivery: Callable[[KafkaError | None, object], None] | None = None,
-) -> None:
-    """Produce each outcome to its topic, in its partition. Positionally (topic, value, key,
-    partition, callback, on_delivery, timestamp, headers): a quarter cheaper than by keyword.
-    """
-    produce = producer.produce
-    for out in outcomes:
-        while True:
-            try:
-                produce(
-                    out.topic, out.value, out.key, out.partition, None, on_delivery, 0, out.headers
-                )
-                break
-            except BufferError:  # local queue full: let librdkafka drain it
-                producer.poll(0.05)
 
 
 class Runtime:
@@ -378,7 +357,7 @@ class Runtime:
             # No delivery callback: a message that fails makes the commit fail (abortable),
             # so nothing is acknowledged that was not written; a callback per record cost a
             # GIL hand-over each on the committing thread.
-            produce_outcomes(producer, outcomes)
+            produce_records(producer, outcomes)
             # (kind, pool, reason, unit) of each outcome, counted in C: half the cost of a
             # Counter increment per record
             self._tally.update(map(_TALLY_KEY, outcomes))

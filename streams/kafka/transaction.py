@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
@@ -26,9 +26,43 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from streams.kafka.batch_reader import Offsets
 from streams.kafka.config import KafkaConfig
 
-__all__ = ["DeliveryFailed", "Transaction", "TransactionFailed"]
+__all__ = ["DeliveryFailed", "Produced", "Transaction", "TransactionFailed", "produce_records"]
 
 log = logging.getLogger(__name__)
+
+
+class Produced(Protocol):
+    """A record to produce (an ingest outcome, a verifier output): ``partition`` -1 lets
+    the partitioner choose; ``value`` None is a tombstone."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def headers(self) -> Any: ...
+
+
+def produce_records(
+    producer: Producer,
+    records: Iterable[Produced],
+    on_delivery: Callable[[KafkaError | None, object], None] | None = None,
+) -> None:
+    """Produce each record to its topic and partition, waiting while librdkafka's local
+    queue is full. Positionally (topic, value, key, partition, callback, on_delivery,
+    timestamp, headers): a quarter cheaper than by keyword, on the ingest's hot path."""
+    produce = producer.produce
+    for r in records:
+        while True:
+            try:
+                produce(r.topic, r.value, r.key, r.partition, None, on_delivery, 0, r.headers)
+                break
+            except BufferError:  # local queue full: let librdkafka drain it
+                producer.poll(0.05)
 
 
 class Counted(Protocol):

@@ -47,7 +47,7 @@ from streams.kafka.batch_reader import Offsets
 from streams.kafka.config import StreamsConfig
 from streams.kafka.schema_topic import SchemaTopic
 from streams.kafka.topics import Topics, ensure_conflict_topics, ensure_topics
-from streams.kafka.transaction import Transaction, TransactionFailed
+from streams.kafka.transaction import Transaction, TransactionFailed, produce_records
 from streams.kafka.units_store import UnitsStore
 from streams.verification.decision import SOURCE_HEADER, Output, Verifier
 from streams.verification.store import RocksStore
@@ -213,21 +213,7 @@ class VerifyRuntime:
         txn = self._txn
         assert txn is not None, "VerifyRuntime.start() first"
         with txn.lock:
-            producer = txn.begin()
-            for out in outputs:
-                while True:
-                    try:
-                        producer.produce(
-                            out.topic,
-                            out.value,
-                            out.key,
-                            partition=out.partition,
-                            headers=out.headers,
-                            on_delivery=txn.on_delivery,
-                        )
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+            produce_records(txn.begin(), outputs, txn.on_delivery)
             txn.cover(offsets)
 
     def commit_due(self, idle: bool) -> bool:
