@@ -18,6 +18,7 @@ import pytest
 from connectors.generator import SampleGenerator
 from streams.app import create_app
 from streams.catalog.model import Catalog
+from streams.core.consent import ConsentTerms, check_terms
 from streams.core.reasons import Reason
 from streams.ingest.agent import register_ingest
 from streams.ingest.decision import OutcomeKind, file_spec_loader
@@ -390,13 +391,9 @@ def test_a_batch_syncs_the_schema_topic_once_and_learns_late_schemas(settings: S
     assert runtime.ingestor._refresh is refresh
 
 
-def test_a_batch_syncs_the_consents_once_and_learns_a_consent_published_just_before(
-    settings: Settings,
-) -> None:
-    """A source system publishes a consent, then the record citing it: the record may reach
-    the worker first. One sync of the consents topic per batch, then those records again."""
-    from streams.core.consent import check_terms
-
+def consent_sample(settings: Settings) -> tuple[Runtime, SampleGenerator]:
+    """A runtime, and a generator of mostly elderly-allowance records (consent required)
+    that keeps the consents they cite."""
     runtime, _ = make_runtime(settings)
     gen = SampleGenerator(
         runtime.codec,
@@ -407,9 +404,18 @@ def test_a_batch_syncs_the_consents_once_and_learns_a_consent_published_just_bef
         consents=True,
         weights={"220100.population.elderly_allowance": 50.0},
     )
+    return runtime, gen
+
+
+def test_a_batch_syncs_the_consents_once_and_learns_a_consent_published_just_before(
+    settings: Settings,
+) -> None:
+    """A source system publishes a consent, then the record citing it: the record may reach
+    the worker first. One sync of the consents topic per batch, then those records again."""
+    runtime, gen = consent_sample(settings)
     records = list(gen.records(60))
     consents = {c.consent_id: c.terms() for c in gen.consents()}
-    book: dict[str, Any] = {}  # what the worker's book holds: nothing yet
+    book: dict[str, ConsentTerms] = {}  # what the worker's book holds: nothing yet
     syncs: list[int] = []
 
     def check(ref: str | None, subject: str, resource: str, at_ms: int) -> Reason | None:
@@ -445,18 +451,7 @@ def test_a_record_decided_after_a_sync_keeps_its_place_in_the_batch(settings: Se
     """v6 of a subject cites a consent published a moment ago, v5 after it a known one: v6
     is decided first (after the sync), v5 is then a duplicate of it. Deciding v5 first and
     v6 again after the batch wrote v6 before v5 in the pool, whose compaction kept v5."""
-    from streams.core.consent import check_terms
-
-    runtime, _ = make_runtime(settings)
-    gen = SampleGenerator(
-        runtime.codec,
-        runtime.catalog.current(),
-        settings.schema_dir,
-        seed=4,
-        broken_share=0.0,
-        consents=True,
-        weights={"220100.population.elderly_allowance": 50.0},
-    )
+    runtime, gen = consent_sample(settings)
     record = next(r for r in gen.records(60) if b"elderly" in r.key and r.kind == "valid")
     terms = {c.consent_id: c.terms() for c in gen.consents()}
     old = runtime.codec.decode(record.value)
