@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import faust
-from confluent_kafka import Message
 
 from streams.ingest.decision import Outcome
 from streams.ingest.runtime import die
@@ -118,16 +117,19 @@ def register_ingest(
                     raise
                 item.release(True)
                 continue
-            messages: Sequence[Message] = item
             taken = time.monotonic()
             with metrics.batch_seconds.time():
-                records, offsets = unpack(messages)
+                records, offsets = unpack(item)
+                # Freed now, while the decision has them in cache, not at the next batch.
+                del item
                 try:
                     outcomes = runtime.decide(records)
                 except Exception as exc:  # too many INTERNAL in a row
                     on_fatal(exc)
                     return
+                del records
                 decided.append((outcomes, offsets, taken))
+                del outcomes
                 if decide_ahead():
                     continue
                 await finish()  # the previous commit ran while these batches were decided

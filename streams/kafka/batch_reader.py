@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import functools
 import logging
 import threading
@@ -194,6 +193,9 @@ class BatchReader(mode.Service):
         if self._demand is not None:
             self._demand.set()
         self._acknowledged: collections.deque[Offsets] = collections.deque()
+        # A batch read and on its way into the channel: set by the reader thread before the
+        # hand-over is scheduled, cleared on the event loop the moment the batch is in.
+        self._handing_over = False
 
     def consumer_config(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -229,8 +231,15 @@ class BatchReader(mode.Service):
         return self._stopping.is_set()
 
     def idle(self) -> bool:
-        """No batch is waiting in the channel."""
-        return not self._keeping.waiting()
+        """No batch is waiting: none in the channel, none read and being handed over.
+
+        The agent asks after it took a batch and decided it, without yielding to the event
+        loop meanwhile: the next batch, read in the meantime, is then still on its way in,
+        and the channel alone looked empty. Under full load the ingest committed after
+        every other batch instead of once per commit interval. Cleared on the event loop
+        when the batch is in the channel, never later: "not idle" always means a batch
+        the agent will be handed."""
+        return not self._handing_over and not self._keeping.waiting()
 
     async def on_start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -298,7 +307,7 @@ class BatchReader(mode.Service):
                         self._is_error(m)
                 if batch and demand is not None:
                     demand.clear()  # until the agent is done with this one
-                if batch and not self._put(batch, loop):
+                if batch and not self._hand_over(batch, loop):
                     # Never read past a batch the agent did not take: a later commit would
                     # skip it. Stopping: nothing more is read. Otherwise: fatal.
                     if self._stopping.is_set():
@@ -318,37 +327,55 @@ class BatchReader(mode.Service):
             log.warning("%s reader: %s", self.role, err)
         return True
 
+    def _hand_over(self, batch: list[Message], loop: asyncio.AbstractEventLoop) -> bool:
+        self._handing_over = True
+        try:
+            return self._put(batch, loop)
+        finally:
+            self._handing_over = False
+
     def _put(self, item: object, loop: asyncio.AbstractEventLoop) -> bool:
+        """Hand ``item`` to the agent; True once it is in the channel. The reader goes on
+        the moment it is in, not when the event loop next turns to complete the hand-over's
+        future: the agent decides a batch without yielding, and the next one would only be
+        read after it (the agent then found nothing waiting, and committed)."""
         if loop.is_closed():
             return False
-        fut = asyncio.run_coroutine_threadsafe(self._deliver(item), loop)
+        put = threading.Event()
+        fut = asyncio.run_coroutine_threadsafe(self._deliver(item, put), loop)
         deadline = time.monotonic() + BARRIER_TIMEOUT_S
         while True:  # the channel is full while the agent is busy: wait, but stay stoppable
-            try:
-                fut.result(0.5)
+            if put.wait(0.5):
                 return True
-            except concurrent.futures.CancelledError:
+            if fut.cancelled():
                 # Cancelled before it was put (a stop, or the app's own flow control): hand
                 # it over again unless stopping; it was not taken, nothing read past it.
                 if self._stopping.is_set() or loop.is_closed():
                     return False
-                fut = asyncio.run_coroutine_threadsafe(self._deliver(item), loop)
+                fut = asyncio.run_coroutine_threadsafe(self._deliver(item, put), loop)
                 continue
-            except concurrent.futures.TimeoutError:
-                # A batch gives way to a stop; a barrier waits for the agent, boundedly.
-                if isinstance(item, Barrier):
-                    giving_up = time.monotonic() > deadline
-                else:
-                    giving_up = self._stopping.is_set()
-                if giving_up or loop.is_closed():
-                    fut.cancel()
-                    return False
+            if fut.done():
+                fut.result()  # what the hand-over raised
+                return put.is_set()
+            # A batch gives way to a stop; a barrier waits for the agent, boundedly.
+            if isinstance(item, Barrier):
+                giving_up = time.monotonic() > deadline
+            else:
+                giving_up = self._stopping.is_set()
+            if giving_up or loop.is_closed():
+                fut.cancel()
+                return put.is_set()  # it may have gone in meanwhile
 
-    async def _deliver(self, item: object) -> None:
+    async def _deliver(self, item: object, put: threading.Event | None = None) -> None:
         # A channel drops what is put while nobody subscribes: wait for the agent.
         while self.channel.subscriber_count == 0:
             await asyncio.sleep(0.01)
         await self.channel.put(item)  # type: ignore[arg-type]
+        # No await from here on: a batch in the channel is never also cancelled.
+        if not isinstance(item, Barrier):
+            self._handing_over = False
+        if put is not None:
+            put.set()
 
     async def on_stop(self) -> None:
         self._stopping.set()

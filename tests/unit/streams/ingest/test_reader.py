@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -67,6 +68,73 @@ def test_the_reader_is_idle_only_when_no_batch_waits_for_the_agent() -> None:
         return seen
 
     assert asyncio.run(run()) == [True, False, True]
+
+
+def test_a_batch_on_its_way_in_is_not_idle() -> None:
+    # The agent takes a batch and decides it without yielding to the event loop: the next
+    # batch, already read, is then on its way in. An idle() that saw only the channel said
+    # "idle" there, and under full load the ingest committed after every other batch.
+    settings = Settings.from_env({}, topic_prefix="unit", app_id="unit-collect")
+
+    async def run() -> tuple[list[bool], list[object]]:
+        loop = asyncio.get_running_loop()
+        app = create_app(settings.streams)
+        app.flow_control.resume()
+        reader = CollectReader(app, settings.streams, "unit.collect")
+        subscriber = reader.channel.clone(is_iterator=True)  # the agent
+        await reader._deliver(["a"])  # the channel holds one batch: the next one waits
+        handing = loop.run_in_executor(None, reader._hand_over, ["b"], loop)
+        for _ in range(1000):  # until the reader thread has the next batch on its way
+            if reader._handing_over:
+                break
+            await asyncio.sleep(0.001)
+        taken = [subscriber.queue.get_nowait()]  # taken, and decided without yielding:
+        seen = [reader.idle()]  # the agent asks
+        taken.append(await asyncio.wait_for(subscriber.get(), 2))
+        assert await asyncio.wait_for(handing, 2) is True
+        seen.append(reader.idle())
+        return seen, taken
+
+    seen, taken = asyncio.run(run())
+    assert taken == [["a"], ["b"]]
+    assert seen == [False, True]
+
+
+def test_the_reader_goes_on_once_its_batch_is_in_the_channel() -> None:
+    # Not once the event loop turns to complete the hand-over's future: the agent decides
+    # the batch it just took without yielding, and the next batch is read meanwhile.
+    settings = Settings.from_env({}, topic_prefix="unit", app_id="unit-collect")
+
+    async def run() -> list[bool]:
+        loop = asyncio.get_running_loop()
+        app = create_app(settings.streams)
+        app.flow_control.resume()
+        reader = CollectReader(app, settings.streams, "unit.collect")
+        subscriber = reader.channel.clone(is_iterator=True)  # the agent
+        returned = threading.Event()
+        went_on: list[bool] = []
+        queue = subscriber.queue
+        put_nowait = queue.put_nowait
+
+        def put_then_hold(item: Any) -> None:
+            put_nowait(item)
+            # The next thing the event loop runs holds it (the agent deciding) before it
+            # could complete the hand-over's future: the reader must go on anyway.
+            loop.call_soon(lambda: went_on.append(returned.wait(5)))
+
+        queue.put_nowait = put_then_hold  # type: ignore[method-assign]
+
+        def reader_thread() -> None:
+            reader._hand_over(["batch"], loop)
+            returned.set()
+
+        thread = threading.Thread(target=reader_thread)
+        thread.start()
+        assert await asyncio.wait_for(subscriber.get(), 10) == ["batch"]
+        thread.join(10)
+        return went_on
+
+    assert asyncio.run(run()) == [True], "the reader waited for the event loop to turn"
 
 
 def test_the_agent_commits_the_next_offset_of_each_partition() -> None:
