@@ -175,6 +175,7 @@ class RunResult:
     worker_alo_rate: float = 0.0  # (g)
     ingest_steady_rate: float = 0.0  # (b), the middle of the run
     worker_alo_steady_rate: float = 0.0  # (g), the middle of the run
+    ingest_transactions: float = 0.0  # (b), committed
 
     @property
     def worker_cost(self) -> float:
@@ -284,6 +285,10 @@ class BenchResult:
     @property
     def steady_cost(self) -> Spread:
         return Spread.of(r.steady_cost for r in self.runs)
+
+    @property
+    def ingest_transactions(self) -> Spread:
+        return Spread.of(r.ingest_transactions for r in self.runs)
 
     @property
     def complete(self) -> bool:
@@ -809,6 +814,9 @@ def _one_run(
             run, topics, run.ingest_group, timeout=900, idle_timeout=60
         )
         peak = worker.peak_rss_mib()
+        transactions = worker.metric(
+            'xiangyun_ingest_transactions_total{result="committed"}', timeout=10
+        )
     tally = count_outcomes(
         run,
         start,
@@ -858,6 +866,7 @@ def _one_run(
         worker_alo_rate=worker_alo_rate,
         ingest_steady_rate=ingest_steady,
         worker_alo_steady_rate=worker_alo_steady,
+        ingest_transactions=transactions,
     )
 
 
@@ -908,6 +917,7 @@ def render(r: BenchResult) -> str:
         f"(g) steady                   {r.worker_alo_steady.format()} records/s",
         f"ratio (b)/(g) steady         {r.steady_cost.format('.2f')}  "
         "(the rate kept up, without a run's start and end)",
+        f"(b) transactions committed   {r.ingest_transactions.format()}  per run",
         f"ratio (e)/(d), per run       {r.loop_cost.format('.2f')}  "
         "(the same, in-process: no worker around it)",
         f"ratio (f)/(d), per run       {r.txn_cost.format('.2f')}  "
