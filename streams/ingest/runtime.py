@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import CancelledError, Future
 from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -62,6 +63,9 @@ log = logging.getLogger(__name__)
 #: how long a batch waits, at most, for the consents topic when a record names a consent
 #: the book does not hold (once per batch)
 CONSENT_SYNC_TIMEOUT_S = 2.0
+#: how long a batch waits, at most, for the schema topic when a record names a writer
+#: schema the registry does not hold (once per batch)
+SCHEMA_SYNC_TIMEOUT_S = 5.0
 
 _TALLY_KEY = operator.itemgetter(
     *(Outcome._fields.index(f) for f in ("kind", "pool", "reason", "unit"))
@@ -164,7 +168,7 @@ class Runtime:
             self.topics,
             config.schema_dir,
             spec_of=self.catalog.spec,
-            refresh_schemas=self.schema_topic.refresh,
+            refresh_schemas=self._sync_schemas,
             pool_state=self.state,
             max_clock_skew_ms=config.max_clock_skew_ms,
             units=self.units.current,
@@ -172,6 +176,9 @@ class Runtime:
             consent=self.consents.check if self.consents is not None else None,
             refresh_consents=self._sync_consents if self.consents is not None else None,
         )
+        # A batch needed the schema topic: the next one begins a sync as it starts.
+        self._schemas_wanted = False
+        self._schemas_ahead: Future[bool] | None = None
         self._txn: Transaction | None = None
         self._tally: Counter[tuple[OutcomeKind, Pool | None, Reason | None, str]] = Counter()
         self._lag: GroupLag | None = None
@@ -252,6 +259,21 @@ class Runtime:
             self.consents.sync(timeout=CONSENT_SYNC_TIMEOUT_S)
         except ConsentsUnavailable as exc:  # decided on what the book holds
             log.warning("consents not read to their end: %s", exc)
+
+    def _sync_schemas(self) -> bool:
+        """Read the schema topic to its end: at the first unknown writer fingerprint of a
+        batch. The broker's answer took 1 to 10 ms on the event loop, each batch again
+        while a source kept sending such records; after a batch that needed it, the next
+        one begins the sync as it starts (it covers every schema published before its
+        records were read), and its answer comes while the records before are decided."""
+        self._schemas_wanted = True
+        ahead = self._schemas_ahead
+        if ahead is None:
+            return self.schema_topic.refresh(SCHEMA_SYNC_TIMEOUT_S)
+        try:
+            return ahead.result(SCHEMA_SYNC_TIMEOUT_S + 1.0)
+        except (TimeoutError, CancelledError):
+            return False
 
     # -- pool state ----------------------------------------------------------------------
     def restore(self, partitions: Sequence[int], timeout: float | None = None) -> int:
@@ -338,7 +360,13 @@ class Runtime:
     def decide(
         self, messages: Iterable[tuple[bytes | None, bytes | None, str, int, int]]
     ) -> list[Outcome]:
-        outcomes = self.ingestor.process_batch(messages)
+        if self._schemas_wanted:
+            self._schemas_ahead = self.schema_topic.refresh_soon(SCHEMA_SYNC_TIMEOUT_S)
+        self._schemas_wanted = False
+        try:
+            outcomes = self.ingestor.process_batch(messages)
+        finally:
+            self._schemas_ahead = None  # it covers this batch's records, not the next's
         if self.ingestor.internal_errors_in_a_row >= self.config.max_internal_errors:
             raise InternalErrors(
                 f"{self.ingestor.internal_errors_in_a_row} records in a row failed on an "

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
@@ -51,6 +52,7 @@ class CompactedView:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._syncer: ThreadPoolExecutor | None = None
         self.errors = 0
 
     def start(self, timeout: float = 30.0) -> CompactedView:
@@ -114,6 +116,13 @@ class CompactedView:
                 self._cond.wait(min(left, self._poll_s))
         return True
 
+    def sync_soon(self, timeout: float = 10.0) -> Future[bool]:
+        """:meth:`sync` on a thread of the view's, begun now: it covers what was written
+        before this call, and the caller goes on while the broker answers."""
+        if self._syncer is None:
+            self._syncer = ThreadPoolExecutor(1, thread_name_prefix=f"sync-{self.topic}")
+        return self._syncer.submit(self.sync, timeout)
+
     def _end_offsets(self, deadline: float) -> dict[int, int] | None:
         """High watermarks; retried until the deadline, since a topic created a moment ago
         has no leader yet (NOT_LEADER_FOR_PARTITION) and a broker may be restarting."""
@@ -147,6 +156,8 @@ class CompactedView:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._syncer is not None:
+            self._syncer.shutdown(wait=True, cancel_futures=True)
         if self._thread is not None:
             self._thread.join(5)
         self._consumer.close()

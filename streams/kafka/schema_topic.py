@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from concurrent.futures import Future
 
 from confluent_kafka import Producer
 
@@ -69,6 +70,11 @@ class SchemaTopic:
     def refresh(self, timeout: float = 5.0) -> bool:
         """Catch up with the topic now; True when everything published so far is known."""
         return self._view.sync(timeout) if self._view is not None else False
+
+    def refresh_soon(self, timeout: float = 5.0) -> Future[bool] | None:
+        """:meth:`refresh` begun now on a thread (None before :meth:`follow`): it covers
+        every schema published before this call."""
+        return self._view.sync_soon(timeout) if self._view is not None else None
 
     def close(self) -> None:
         if self._view is not None:

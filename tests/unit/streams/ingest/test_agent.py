@@ -10,6 +10,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -389,6 +390,52 @@ def test_a_batch_syncs_the_schema_topic_once_and_learns_late_schemas(settings: S
     assert [o.reason for o in outcomes[:3]] == [Reason.UNKNOWN_SCHEMA] * 3
     assert outcomes[3].kind is OutcomeKind.ACCEPTED
     assert runtime.ingestor._refresh is refresh
+
+
+def test_after_a_batch_that_synced_the_schemas_the_next_begins_its_sync_as_it_starts(
+    settings: Settings,
+) -> None:
+    runtime, _ = make_runtime(settings)
+    late_schema = Schema.parse(
+        {"type": "record", "name": "Late", "fields": [{"name": "x", "type": "long"}]}
+    )
+    calls: list[str] = []
+
+    class Answer(Future[bool]):
+        """The sync begun at the batch's start: the late schema is known once it ends."""
+
+        def result(self, timeout: float | None = None) -> bool:
+            calls.append("awaited")
+            runtime.codec.registry.add(late_schema)
+            return True
+
+    class Schemas:
+        def refresh(self, timeout: float = 5.0) -> bool:
+            calls.append("inline")
+            return True
+
+        def refresh_soon(self, timeout: float = 5.0) -> Future[bool]:
+            calls.append("ahead")
+            return Answer()
+
+    runtime.schema_topic = Schemas()  # type: ignore[assignment]
+    unknown = (b"k", b"\xc3\x01" + late_schema.fingerprint.to_bytes(8, "little") + b"\x02")
+    garbage = (b"k", b"\xc3\x01" + b"\x07" * 8 + b"\x00")
+
+    def batch(*values: tuple[bytes, bytes]) -> list[Any]:
+        return [(k, v, "t", 0, i) for i, (k, v) in enumerate(values)]
+
+    first = runtime.decide(batch(garbage, garbage))
+    assert calls == ["inline"], "the first batch syncs where it needs to, once"
+    assert [o.reason for o in first] == [Reason.UNKNOWN_SCHEMA] * 2
+    calls.clear()
+    runtime.decide(batch(garbage, unknown))
+    assert calls == ["ahead", "awaited"], "begun as the batch started, awaited where needed"
+    assert late_schema.fingerprint in runtime.codec.registry, "learned through that sync"
+    calls.clear()
+    runtime.decide(batch())  # began one (the last batch needed it), needs none
+    runtime.decide(batch())
+    assert calls == ["ahead"], "a batch that needed no sync: the next one begins none"
 
 
 def consent_sample(settings: Settings) -> tuple[Runtime, SampleGenerator]:
