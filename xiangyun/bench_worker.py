@@ -47,7 +47,7 @@ class NoPoolState:
     def decide(self, _partition: int, _key: bytes, _state: bytes) -> tuple[Verdict, None]:
         return Verdict.UPDATE, None
 
-    def undo(self, _partition: int, _key: bytes, _previous: int | None) -> None:
+    def undo(self, _partition: int, _key: bytes, _previous: bytes | None) -> None:
         pass
 
 
