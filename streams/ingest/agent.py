@@ -120,7 +120,8 @@ def register_ingest(
             taken = time.monotonic()
             with metrics.batch_seconds.time():
                 records, offsets = unpack(item)
-                # Freed now, while the decision has them in cache, not at the next batch.
+                # Not held while the next batch is decided: the messages once unpacked, the
+                # records once decided (the outcomes stay in `decided` until produced).
                 del item
                 try:
                     outcomes = runtime.decide(records)
