@@ -10,7 +10,7 @@ XY     := $(PYTHON) -m xiangyun
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py streams/ingest/_pool_table.c
 	@mkdir -p .stack
 	$(PIP) install -q -e '.[dev]'
 	@touch $(STAMP)

@@ -63,6 +63,7 @@ from connectors.generator import SampleGenerator
 from connectors.producer import SourceProducer
 from streams.core.consent import Consent
 from streams.ingest.decision import Outcome
+from streams.ingest.pool_state import NATIVE
 from streams.ingest.runtime import Runtime, settle_collector
 from streams.kafka.batch_reader import unpack
 from streams.kafka.catalog_store import CatalogStore
@@ -938,7 +939,7 @@ def render(r: BenchResult) -> str:
     lines += [
         "",
         f"pool state                   {r.state_bytes_per_key:,.0f} bytes per key "
-        "(tracemalloc, 1,000,000 keys)",
+        f"(tracemalloc, 1,000,000 keys, {'C table' if NATIVE else 'pure Python'})",
         f"machine                      {r.machine}",
     ]
     return "\n".join(lines)

@@ -32,7 +32,7 @@ from streams.catalog.model import Catalog, Resource
 from streams.core.pools import Pool
 from streams.core.reasons import Reason
 from streams.ingest.decision import Ingestor, Outcome, OutcomeKind, SpecOf
-from streams.ingest.pool_state import STATE_HEADER, PoolState
+from streams.ingest.pool_state import NATIVE, STATE_HEADER, PoolState
 from streams.kafka.batch_reader import Offsets
 from streams.kafka.catalog_store import CatalogStore
 from streams.kafka.config import StreamsConfig
@@ -194,6 +194,11 @@ class Runtime:
             )
         ensure_topics(self.config, self.topics, principals=principals)
         self._check_partitioning()
+        if not NATIVE:
+            log.warning(
+                "the pool state's C table was not built: the pure Python state holds a key "
+                "in about 134 bytes, not 67; reinstall with a C compiler (`pip install -e .`)"
+            )
         if self.consents is not None:
             self.consents.start()
         self.schema_topic.follow()

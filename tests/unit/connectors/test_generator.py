@@ -19,7 +19,7 @@ from streams.core.identifiers import is_valid_citizen_id, is_valid_credit_code, 
 from streams.core.reasons import Reason
 from streams.core.regions import city_of, is_region
 from streams.ingest.decision import Ingestor, OutcomeKind, file_spec_loader
-from streams.ingest.pool_state import PoolState
+from streams.ingest.pool_state import PoolState, StateTable
 from streams.kafka.topics import Topics
 from streams.units.model import Unit, UnitKind, UnitRegister, UnitStatus
 from streams.wire.codec import CodecError, Schema, SchemaRegistry, decode, encode, read_fingerprint
@@ -45,7 +45,7 @@ def spec_of(resource_id: str) -> Schema:
 UNITS = UnitRegister.from_dir(units_dir()).approved()
 
 
-def one_ingest(codec: EnvelopeCodec, state: PoolState | None = None) -> Ingestor:
+def one_ingest(codec: EnvelopeCodec, state: StateTable | None = None) -> Ingestor:
     """The real ingest decision, with the starter catalog and unit register."""
     return Ingestor(
         codec,

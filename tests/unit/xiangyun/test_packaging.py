@@ -39,8 +39,10 @@ from streams.catalog.model import Catalog
 from xiangyun_data import schema_dir
 from streams.wire.envelope import ENVELOPE_SCHEMA_FILE
 from xiangyun.settings import Settings
+from streams.ingest import _pool_table, pool_state
 
 site = Path(sys.argv[1])
+assert pool_state.NATIVE and Path(_pool_table.__file__).is_relative_to(site), _pool_table
 s = Settings.from_env()
 for path in (s.schema_dir, s.catalog_dir, schema_dir(), xiangyun.stack.POM):
     assert path.is_relative_to(site), path
@@ -100,6 +102,8 @@ def test_the_wheel_holds_every_schema_and_catalog_file(wheel: Path) -> None:
             inside = f"{packaged}/{path.relative_to(ROOT / folder).as_posix()}"
             assert inside in names, f"{path.relative_to(ROOT)} is not in the wheel"
     assert "xiangyun_data/stack/pom.xml" in names
+    # the pool state's C table, compiled for this Python
+    assert any(n.startswith("streams/ingest/_pool_table.") and n.endswith(".so") for n in names)
     assert "monitoring/prometheus.yml" in names and "monitoring/alerts.yml" in names
 
 

@@ -1,7 +1,8 @@
 """The pool state's verdicts against a plain model of the rule: per key, the current
 (version, observed-at, fingerprint); the same content is a duplicate, an older version (or
 the same one observed earlier) stale, the same version and time with other content a
-conflict, anything newer an update."""
+conflict, anything newer an update. Every test runs on both implementations: the C table
+and the pure Python dict."""
 
 from __future__ import annotations
 
@@ -10,13 +11,32 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.ingest.pool_state import (
+    NATIVE,
     STATE_HEADER,
+    NativePoolState,
     PoolState,
+    PurePoolState,
+    StateTable,
     Verdict,
     current_of,
     pack_state,
     unpack_state,
 )
+
+#: both implementations; the C one is built by the install (``pip install -e .``)
+IMPLEMENTATIONS: list[type[StateTable]] = [PurePoolState, NativePoolState]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda c: c.__name__)
+def impl(request: pytest.FixtureRequest) -> type[StateTable]:
+    cls: type[StateTable] = request.param
+    return cls
+
+
+def test_the_c_table_was_built_and_is_the_one_in_use() -> None:
+    # A silent fallback would cost 2.3 times the memory a key: the install must build it.
+    assert NATIVE and PoolState is NativePoolState
+
 
 FP = [bytes([i]) * 8 for i in range(4)]
 _MAX = 2**63 - 1
@@ -50,12 +70,13 @@ arrivals = st.lists(
 )
 
 
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda c: c.__name__)
 @settings(max_examples=400, deadline=None)
-@given(arrivals)
+@given(seq=arrivals)
 def test_verdicts_follow_the_rule_for_any_order_of_arrival(
-    seq: list[tuple[int, bytes, int, int, bytes]],
+    impl: type[StateTable], seq: list[tuple[int, bytes, int, int, bytes]]
 ) -> None:
-    state = PoolState()
+    state = impl()
     model: dict[tuple[int, bytes], tuple[int, int, bytes]] = {}
     for partition, key, version, observed, fp in seq:
         cur = model.get((partition, key))
@@ -68,8 +89,8 @@ def test_verdicts_follow_the_rule_for_any_order_of_arrival(
     assert len(state) == len(model)
 
 
-def test_undo_puts_back_what_an_update_replaced() -> None:
-    state = PoolState()
+def test_undo_puts_back_what_an_update_replaced(impl: type[StateTable]) -> None:
+    state = impl()
     first = pack_state(1, 10, FP[0])
     state.decide(0, b"k", first)
     verdict, previous = state.decide(0, b"k", pack_state(2, 10, FP[1]))
@@ -81,8 +102,10 @@ def test_undo_puts_back_what_an_update_replaced() -> None:
     assert len(state) == 1
 
 
-def test_restore_takes_the_latest_header_of_each_key_and_replaces_the_partition() -> None:
-    state = PoolState()
+def test_restore_takes_the_latest_header_of_each_key_and_replaces_the_partition(
+    impl: type[StateTable],
+) -> None:
+    state = impl()
     state.decide(1, b"gone", pack_state(9, 9, FP[3]))
     held = state.restore(
         1,
@@ -108,9 +131,14 @@ def test_restore_takes_the_latest_header_of_each_key_and_replaces_the_partition(
         b"\x00" * 8 + b"\xff" + b"\x00" * 15,  # a negative time
     ],
 )
-def test_restore_refuses_a_header_that_is_not_a_state(raw: bytes) -> None:
+def test_restore_refuses_a_header_that_is_not_a_state(impl: type[StateTable], raw: bytes) -> None:
+    state = impl()
+    state.decide(0, b"kept", pack_state(1, 1, FP[0]))
     with pytest.raises(ValueError, match=STATE_HEADER):
-        PoolState().restore(0, [(b"k", raw)])
+        state.restore(0, [(b"a", pack_state(1, 1, FP[1])), (b"k", raw)])
+    # the partition's state is as it was: a refused restore replaces nothing
+    assert len(state) == 1
+    assert state.decide(0, b"kept", pack_state(1, 1, FP[0]))[0] is Verdict.DUPLICATE
 
 
 @pytest.mark.parametrize(
@@ -129,3 +157,85 @@ def test_the_header_keeps_its_wire_format() -> None:
     raw = pack_state(7, 1_790_000_000_000, bytes(range(8)))
     assert raw == (7).to_bytes(8, "big") + (1_790_000_000_000).to_bytes(8, "big") + bytes(range(8))
     assert unpack_state(raw) == (7, 1_790_000_000_000, int.from_bytes(bytes(range(8)), "big"))
+
+
+# -- the two implementations against each other, at sizes where the C table grows, probes
+# -- past its neighbours and closes the gaps an undo leaves
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["decide", "decide", "decide", "undo", "drop", "restore"]),
+        st.integers(-1, 2),  # partition (-1: a record decided outside a worker)
+        st.integers(0, 300),  # key
+        st.integers(0, 3),  # version
+        st.sampled_from(FP),
+    ),
+    max_size=400,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops)
+def test_the_c_table_decides_as_the_pure_state_does(
+    seq: list[tuple[str, int, int, int, bytes]],
+) -> None:
+    pure, native = PurePoolState(), NativePoolState()
+    undo: list[tuple[int, bytes, bytes | None]] = []
+    for op, partition, k, version, fp in seq:
+        key = b"r|%d" % k
+        state = pack_state(version, version, fp)
+        if op == "decide":
+            got = native.decide(partition, key, state)
+            assert got == pure.decide(partition, key, state)
+            undo.append((partition, key, got[1]))
+        elif op == "undo" and undo:
+            partition, key, previous = undo.pop()
+            native.undo(partition, key, previous)
+            pure.undo(partition, key, previous)
+        elif op == "drop":
+            native.drop([partition])
+            pure.drop([partition])
+        elif op == "restore":
+            pairs = [(b"r|%d" % i, pack_state(i % 4, i, fp)) for i in range(k)]
+            assert native.restore(partition, pairs) == pure.restore(partition, pairs)
+        assert len(native) == len(pure)
+        assert native.partitions() == pure.partitions()
+    # every key either held reads the same, or is absent from both
+    for partition in pure.partitions():
+        for k in range(301):
+            probe = pack_state(2**62, 0, b"\xee" * 8)
+            assert native.decide(partition, b"r|%d" % k, probe) == pure.decide(
+                partition, b"r|%d" % k, probe
+            )
+
+
+def test_the_c_table_holds_many_keys_through_growth_and_removal() -> None:
+    native = NativePoolState()
+    n = 50_000
+    for i in range(n):
+        assert native.decide(0, b"k%d" % i, pack_state(1, i, FP[i % 4]))[0] is Verdict.UPDATE
+    assert len(native) == n
+    for i in range(0, n, 2):  # undo every other new key: gaps all through the probe chains
+        native.undo(0, b"k%d" % i, None)
+    assert len(native) == n // 2
+    for i in range(n):
+        verdict, _ = native.decide(0, b"k%d" % i, pack_state(1, i, FP[i % 4]))
+        assert verdict is (Verdict.UPDATE if i % 2 == 0 else Verdict.DUPLICATE)
+    # 32-byte slots, the table at least 3/8 full: at most 86 bytes a key
+    assert len(native) == n and native.nbytes() <= 32 * 8 / 3 * n + 1024
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ((0, b"k", b"short"), ValueError),
+        ((0, b"k", "not bytes" * 3), ValueError),
+        ((0, [1], pack_state(1, 1, FP[0])), TypeError),  # an unhashable key
+        (("p", b"k", pack_state(1, 1, FP[0])), TypeError),  # a partition is an int
+    ],
+)
+def test_the_c_table_refuses_what_is_not_a_state(args: tuple[object, ...], error: type) -> None:
+    native = NativePoolState()
+    with pytest.raises(error):
+        native.decide(*args)  # type: ignore[arg-type]
+    assert len(native) == 0
