@@ -20,7 +20,10 @@
     that (d) leaves out: (b)/(g) is what exactly once costs a worker.
 
 Each run has its own topics (a worker restores its pool state from the pool topics, so a
-second run on the first run's topics would find every record a duplicate). Each rate is
+second run on the first run's topics would find every record a duplicate), and (b) and (g)
+each have their own copy of the sample on topics of their own, and take turns: (b) first in
+even runs, (g) first in odd ones. The broker has done the same work before each, and
+neither pays for running second. Each rate is
 records divided by the span from the first output record's timestamp to the moment the
 last output is acknowledged: for (a) its last flush, for (t) its last commit, for (b) the
 moment the worker's committed offsets on the collect topic reach its end (offsets commit
@@ -705,10 +708,10 @@ def run_bench(
             )
             topics = Topics.of(run.streams)
             _say(f"[run {i + 1}/{runs}] topics {run.topic_prefix}.*, loading the catalog ...")
-            ensure_topics(run.streams, topics)
-            with CatalogStore(run.streams) as store:  # the worker follows the catalog topic
-                store.bootstrap()
-                if not sample:
+            if not sample:
+                ensure_topics(run.streams, topics)
+                with CatalogStore(run.streams) as store:
+                    store.bootstrap()
                     gen = SampleGenerator(
                         codec,
                         store.current(),
@@ -726,13 +729,14 @@ def run_bench(
                     # loops (d), (e), (f) run under the same collector as the worker's
                     # ingest (b), or the baseline would pay for the sample.
                     settle_collector()
-            ensure_collect_topics(run)  # the unit register came with the catalog
-            producer = SourceProducer(run.streams, SchemaTopic(run.kafka, topics.schemas, registry))
-            producer.register([*registry, *extra])
-            with ConsentPublisher(run.streams, registry=registry) as consents:
-                consents.grant(cited)  # the consents the records cite, on record first
-            _say(f"[run {i + 1}/{runs}] publishing {records:,} records ...")
-            producer.send_all(sample, total=len(sample))
+            # The two workers each read their own copy of the sample on topics of their own:
+            # the same broker work before each, and (g) writes no pool topic (b) restores.
+            prepared = Sample(registry, sample, extra, cited)
+            for run_ in (run, *_worker_runs(run)):
+                _say(
+                    f"[run {i + 1}/{runs}] publishing {records:,} records to {run_.topic_prefix}.*"
+                )
+                prepared.publish(run_)
             # The raw pipes write to topics configured exactly like a pool topic.
             pool_config = topics.all()[next(iter(topics.pools.values()))]
             raw_out = f"{topics.prefix}.raw-out"
@@ -758,6 +762,40 @@ def run_bench(
             _say("[cleanup] deleting the bench's topics and consumer groups ...")
             _cleanup(admin, prefixes, groups)
     return result
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The run's sample and what it needs on record: its writer schemas and the consents it
+    cites."""
+
+    registry: SchemaRegistry
+    records: list[tuple[str, bytes, bytes]]
+    extra_schemas: list[Schema]
+    consents: list[Consent]
+
+    def publish(self, run: Settings) -> None:
+        """Topics, catalog, unit register, schemas and consents under ``run``'s prefix, then
+        every record into its collect topic."""
+        topics = Topics.of(run.streams)
+        ensure_topics(run.streams, topics)
+        with CatalogStore(run.streams) as store:  # the worker follows the catalog topic
+            store.bootstrap()
+        ensure_collect_topics(run)  # the unit register came with the catalog
+        schemas = SchemaTopic(run.kafka, topics.schemas, self.registry)
+        producer = SourceProducer(run.streams, schemas)
+        producer.register([*self.registry, *self.extra_schemas])
+        with ConsentPublisher(run.streams, registry=self.registry) as consents:
+            consents.grant(self.consents)  # the consents the records cite, on record first
+        producer.send_all(self.records, total=len(self.records))
+
+
+def _worker_runs(run: Settings) -> tuple[Settings, Settings]:
+    """The settings of (b) and (g) in a run: topics and consumer groups of their own."""
+    return (
+        dataclasses.replace(run, topic_prefix=f"{run.topic_prefix}b", app_id=f"{run.app_id}b"),
+        dataclasses.replace(run, topic_prefix=f"{run.topic_prefix}g", app_id=f"{run.app_id}g"),
+    )
 
 
 def _one_run(
@@ -804,7 +842,67 @@ def _one_run(
     alo_rate = rate(alo_n, alo_first, alo_at) if alo_n == records else 0.0
     _say(f"{tag} (d) {alo_n:,} records decided and acknowledged, {alo_rate:,.0f}/s")
 
+    # (b) and (g) in turns: first in even runs, second in odd ones.
+    b_run, g_run = _worker_runs(run)
+    if i % 2 == 0:
+        eos = _exactly_once_worker(b_run, registry, records, raw_rate, tag, groups)
+        worker_alo_rate, worker_alo_steady = _at_least_once_worker(g_run, records, tag, groups)
+    else:
+        worker_alo_rate, worker_alo_steady = _at_least_once_worker(g_run, records, tag, groups)
+        eos = _exactly_once_worker(b_run, registry, records, raw_rate, tag, groups)
+    _say(f"{tag} (c) views: replaying the pool topics of (b) into Redis ...")
+    view_rate = _view_rate(b_run, registry)
+    _say(f"{tag} (c) {view_rate:,.0f} pool records/s into Redis")
+    loops: list[float] = []
+    for name, with_state in (("e", True), ("f", False)):
+        what = "with" if with_state else "without"
+        _say(f"{tag} ({name}) exactly once in-process, {what} the pool state ...")
+        loop_group = f"{run.app_id}-loop-{name}"
+        groups.append(loop_group)
+        loop_start = end_offsets(run, topics.outcomes)
+        loop_n, loop_at = _eos_loop(
+            run, topics.collect_pattern, loop_group, records, 600, with_state
+        )
+        loop_first = _timestamps(run, loop_start, loop_n, read_committed=True).first_ms
+        loops.append(rate(loop_n, loop_first, loop_at) if loop_n == records else 0.0)
+        _say(f"{tag} ({name}) {loop_n:,} records committed, {loops[-1]:,.0f}/s")
+    return RunResult(
+        raw_rate,
+        raw_n,
+        eos.rate,
+        eos.outcomes,
+        eos.peak_mib,
+        txn_rate,
+        view_rate,
+        alo_rate,
+        loop_rate=loops[0],
+        loop_no_state_rate=loops[1],
+        worker_alo_rate=worker_alo_rate,
+        ingest_steady_rate=eos.steady,
+        worker_alo_steady_rate=worker_alo_steady,
+        ingest_transactions=eos.transactions,
+    )
+
+
+class WorkerRun(NamedTuple):
+    rate: float
+    outcomes: int
+    peak_mib: float
+    steady: float
+    transactions: float
+
+
+def _exactly_once_worker(
+    run: Settings,
+    registry: SchemaRegistry,
+    records: int,
+    raw_rate: float,
+    tag: str,
+    groups: list[str],
+) -> WorkerRun:
+    """(b) a real worker, exactly once, on ``run``'s topics: outcomes counted from Kafka."""
     _say(f"{tag} (b) ingest: starting a worker (fresh consumer group) ...")
+    topics = Topics.of(run.streams)
     groups += [run.app_id, run.ingest_group]
     start = end_offsets(run, topics.outcomes)
     # The ingest alone (the path measured: decode, checks, dedup, transactional pool
@@ -832,54 +930,23 @@ def _one_run(
     out_times = _timestamps(run, start, records, read_committed=True)
     ingest_steady = out_times.steady if out_times.records == records == tally.total else 0.0
     _say(
-        f"{tag} (b) {committed:,} records committed, {ingest_rate:,.0f}/s; "
-        f"ratio {ratios([ingest_rate], [raw_rate])[0]:.2f}; worker peak {peak:,.0f} MiB"
+        f"{tag} (b) {committed:,} records committed, {ingest_rate:,.0f}/s, steady "
+        f"{ingest_steady:,.0f}/s; ratio {ratios([ingest_rate], [raw_rate])[0]:.2f}; "
+        f"worker peak {peak:,.0f} MiB"
     )
-    _say(f"{tag} (c) views: replaying the pool topics into Redis ...")
-    view_rate = _view_rate(run, registry)
-    _say(f"{tag} (c) {view_rate:,.0f} pool records/s into Redis")
-    # Last: they write into the pool topics (the worker of (b) restored from them).
-    loops: list[float] = []
-    for name, with_state in (("e", True), ("f", False)):
-        what = "with" if with_state else "without"
-        _say(f"{tag} ({name}) exactly once in-process, {what} the pool state ...")
-        loop_group = f"{run.app_id}-loop-{name}"
-        groups.append(loop_group)
-        loop_start = end_offsets(run, topics.outcomes)
-        loop_n, loop_at = _eos_loop(
-            run, topics.collect_pattern, loop_group, records, 600, with_state
-        )
-        loop_first = _timestamps(run, loop_start, loop_n, read_committed=True).first_ms
-        loops.append(rate(loop_n, loop_first, loop_at) if loop_n == records else 0.0)
-        _say(f"{tag} ({name}) {loop_n:,} records committed, {loops[-1]:,.0f}/s")
-    worker_alo_rate, worker_alo_steady = _at_least_once_worker(run, topics, records, tag, groups)
-    return RunResult(
-        raw_rate,
-        raw_n,
-        ingest_rate,
-        tally.total,
-        peak,
-        txn_rate,
-        view_rate,
-        alo_rate,
-        loop_rate=loops[0],
-        loop_no_state_rate=loops[1],
-        worker_alo_rate=worker_alo_rate,
-        ingest_steady_rate=ingest_steady,
-        worker_alo_steady_rate=worker_alo_steady,
-        ingest_transactions=transactions,
-    )
+    return WorkerRun(ingest_rate, tally.total, peak, ingest_steady, transactions)
 
 
 def _at_least_once_worker(
-    run: Settings, topics: Topics, records: int, tag: str, groups: list[str]
+    run: Settings, records: int, tag: str, groups: list[str]
 ) -> tuple[float, float]:
     """(g) today's worker with the at-least-once ingest agent of before (its own consumer
     groups): records from its first output's timestamp to its last one's, and its steady
     rate. The first leaves out its last flush, and the reader thread's commit of the last
     offsets, where (b) counts its last commit: if anything, the baseline is favoured."""
     _say(f"{tag} (g) ingest, at least once, as a worker: starting it (fresh consumer group) ...")
-    alo = dataclasses.replace(run, app_id=f"{run.app_id}-alo-worker", worker_agents="none")
+    topics = Topics.of(run.streams)
+    alo = dataclasses.replace(run, worker_agents="none")
     groups += [alo.app_id, alo.ingest_group]
     start = end_offsets(run, topics.outcomes)
     with WorkerProcess(

@@ -107,3 +107,18 @@ def test_the_steady_ratio_is_reported_per_run_and_as_a_spread():
     assert r.steady_cost == Spread(1.0, 1.05, 1.1)
     assert "(b)/(g) steady         1.00 / 1.05 / 1.10" in render(r)
     assert RunResult(300, 100, 45, 100, 90.0, ingest_steady_rate=5).steady_cost == 0.0
+
+
+def test_each_worker_reads_its_own_copy_on_topics_the_cleanup_deletes() -> None:
+    import dataclasses
+
+    from xiangyun.bench import _worker_runs
+    from xiangyun.settings import Settings
+
+    run = dataclasses.replace(Settings(), topic_prefix="xy-bench-1-r0", app_id="xy-bench-1-r0")
+    b, g = _worker_runs(run)
+    assert len({run.topic_prefix, b.topic_prefix, g.topic_prefix}) == 3
+    assert len({run.ingest_group, b.ingest_group, g.ingest_group}) == 3
+    for each in (b, g):  # under the run's prefixes: deleted with its topics and groups
+        assert each.topic_prefix.startswith(run.topic_prefix)
+        assert each.app_id.startswith(run.app_id)
