@@ -20,16 +20,15 @@
     that (d) leaves out: (b)/(g) is what exactly once costs a worker.
 
 Each run has its own topics (a worker restores its pool state from the pool topics, so a
-second run on the first run's topics would find every record a duplicate), and (b) and (g)
-each have their own copy of the sample on topics of their own, and take turns: (b) first in
-even runs, (g) first in odd ones. The broker has done the same work before each, and
-neither pays for running second. Each rate is
-records divided by the span from the first output record's timestamp to the moment the
-last output is acknowledged: for (a) its last flush, for (t) its last commit, for (b) the
-moment the worker's committed offsets on the collect topic reach its end (offsets commit
-in the same transaction as the outputs). Process start-up and group joins count for none.
-The benchmark reports min/median/max of each rate and of the per-run ratios. Every topic
-and consumer group it created is deleted at the end, Faust's internal topics included.
+second run on the first run's topics would find every record a duplicate), deleted before
+the next run. (b) and (g) each read their own copy of the sample on topics of their own and
+take turns: (b) first in even runs, (g) first in odd ones. Each rate is records divided by
+the span from the first output record's timestamp to the moment the last output is
+acknowledged: for (a) its last flush, for (t) its last commit, for (b) the moment the
+worker's committed offsets on the collect topic reach its end (offsets commit in the same
+transaction as the outputs). Process start-up and group joins count for none. The
+benchmark reports min/median/max of each rate and of the per-run ratios. Every topic and
+consumer group it created is deleted at the end, Faust's internal topics included.
 """
 
 from __future__ import annotations
@@ -753,6 +752,9 @@ def run_bench(
             result.runs.append(
                 _one_run(run, admin, topics, registry, raw_out, records, i, runs, groups)
             )
+            # Deleted before the next run: a broker holding every earlier run's topics is
+            # not the broker the first run had.
+            _cleanup(admin, _run_prefixes(run), [])
         _say("[state] pool state memory, 1,000,000 keys ...")
         result.state_bytes_per_key = state_bytes_per_key()
     finally:
@@ -795,6 +797,16 @@ def _worker_runs(run: Settings) -> tuple[Settings, Settings]:
     return (
         dataclasses.replace(run, topic_prefix=f"{run.topic_prefix}b", app_id=f"{run.app_id}b"),
         dataclasses.replace(run, topic_prefix=f"{run.topic_prefix}g", app_id=f"{run.app_id}g"),
+    )
+
+
+def _run_prefixes(run: Settings) -> tuple[str, ...]:
+    """The names of the topics a run made start with one of these: its own, those of (b)
+    and (g), and Faust's internal topics of their workers."""
+    return tuple(
+        name
+        for each in (run, *_worker_runs(run))
+        for name in (f"{each.topic_prefix}.", f"{each.app_id}-")
     )
 
 

@@ -112,13 +112,16 @@ def test_the_steady_ratio_is_reported_per_run_and_as_a_spread():
 def test_each_worker_reads_its_own_copy_on_topics_the_cleanup_deletes() -> None:
     import dataclasses
 
-    from xiangyun.bench import _worker_runs
+    from xiangyun.bench import _run_prefixes, _worker_runs
     from xiangyun.settings import Settings
 
     run = dataclasses.replace(Settings(), topic_prefix="xy-bench-1-r0", app_id="xy-bench-1-r0")
     b, g = _worker_runs(run)
     assert len({run.topic_prefix, b.topic_prefix, g.topic_prefix}) == 3
     assert len({run.ingest_group, b.ingest_group, g.ingest_group}) == 3
-    for each in (b, g):  # under the run's prefixes: deleted with its topics and groups
-        assert each.topic_prefix.startswith(run.topic_prefix)
-        assert each.app_id.startswith(run.app_id)
+    prefixes = _run_prefixes(run)
+    for each in (run, b, g):  # deleted after the run: its topics and its workers' internal ones
+        assert f"{each.topic_prefix}.collect.x".startswith(prefixes)
+        assert f"{each.app_id}-__assignor-__leader".startswith(prefixes)
+    # and nothing of the next runs (r1 is not r10)
+    assert not "xy-bench-1-r01.collect.x".startswith(prefixes)
