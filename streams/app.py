@@ -52,6 +52,11 @@ def broker_credentials(kafka: KafkaConfig) -> faust.types.auth.CredentialsT | No
     )
 
 
+def _faust_datadir(config: StreamsConfig) -> str:
+    path = str(config.state_dir / "faust" / config.app_id)
+    return path.replace("{", "{{").replace("}", "}}")
+
+
 def create_app(config: StreamsConfig) -> faust.App:
     return faust.App(
         config.app_id,
@@ -61,6 +66,9 @@ def create_app(config: StreamsConfig) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         store="memory://",
+        # Under the state directory, not `{app_id}-data` in whatever directory the worker
+        # was started from; braces doubled: Faust formats the path with its settings.
+        datadir=_faust_datadir(config),
         topic_partitions=config.partitions,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
