@@ -90,6 +90,7 @@ def run_worker(
     ``ingest`` registers the ingest agent (the benchmark's at-least-once baseline brings
     its own; everything else about the worker stays the same)."""
     app = create_app(config)
+    app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes the last level
     runtime = runtime or Runtime(config)
     runtime.start()
     runtime.metrics.serve(config.metrics_port, config.metrics_host)
