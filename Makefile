@@ -38,7 +38,7 @@ unit: setup ## unit tests only (no services)
 integration: stack-up ## integration tests only
 	$(PYTHON) -m pytest tests/integration
 
-bench: stack-up ## benchmark: ingest flow vs a raw Kafka pipe (200,000 records, 3 runs, min/median/max)
+bench: stack-up ## benchmark: ingest flow vs a raw Kafka pipe (200,000 records, 4 runs, min/median/max)
 	$(XY) bench
 
 lint: setup ## ruff and the import-layer contracts (import-linter)
