@@ -52,4 +52,4 @@ typecheck: setup ## mypy (strict)
 check: lint typecheck unit ## everything that needs no services
 
 clean: stack-down ## stop the stack and delete its data (keeps the cached Kafka jars)
-	rm -rf .stack/kafka/data .stack/redis .stack/prometheus .stack/*.log
+	rm -rf .stack/kafka/data .stack/redis .stack/prometheus .stack/faust .stack/*.log
