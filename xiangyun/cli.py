@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         "created. `--province` runs the province-scale test instead (24 million residents; "
         "not in the tests). See BENCHMARKS.md.",
     )
-    from xiangyun.bench import DEFAULT_RECORDS, DEFAULT_RUNS  # 0.1 s: only with the parser
+    # the defaults' one home; every command pays the import (about 0.1 s)
+    from xiangyun.bench import DEFAULT_RECORDS, DEFAULT_RUNS
 
     b.add_argument(
         "--records",

@@ -19,12 +19,13 @@ Two implementations make the same decisions (the tests run both against one mode
   bytes, about 134 bytes a key in CPython (a dict slot, the hash as an int, the bytes).
 
 :data:`PoolState` is the one in use; :data:`NATIVE` says which.
+
 The key hash is Python's keyed SipHash of the key bytes: an adversary cannot aim collisions
 at it, and the state is rebuilt in each process.
 
 The state is derived from the pool topics alone (their records carry the packed value in
 the :data:`STATE_HEADER` header), so a worker assigned a collect partition rebuilds it from
-the matching pool partitions before it decides anything (:meth:`PoolState.restore`).
+the matching pool partitions before it decides anything (:meth:`StateTable.restore`).
 """
 
 from __future__ import annotations
